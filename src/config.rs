@@ -1,0 +1,293 @@
+//! One typed configuration, read once in `main` from flags and `SESSIOND_*` variables.
+//!
+//! Every option is both a flag and an environment variable so that the same binary runs from
+//! a shell, a unit file or a container without a config file. A bad value stops the process
+//! with a single line naming the variable: an operator reading a crash loop should not have
+//! to guess which of twenty variables is wrong.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::{ArgAction, CommandFactory, Parser, Subcommand, ValueEnum};
+
+/// The service's configuration. Field docs double as `--help` text.
+#[derive(Clone, Parser)]
+#[command(name = "sessiond", version, about = "A session service for API consumers, backed by Redis")]
+pub struct Config {
+    /// Address of the public API listener.
+    #[arg(long, env = "SESSIOND_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Redis URL (`redis://[user:password@]host:port[/db]`, `rediss://` for TLS). Unset: an
+    /// in-memory store that is neither shared between instances nor persisted.
+    #[arg(long, env = "SESSIOND_REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// Per-command Redis timeout; a request whose store call exceeds it answers 503.
+    #[arg(long, env = "SESSIOND_REDIS_TIMEOUT", default_value = "250ms", value_parser = parse_duration)]
+    pub redis_timeout: Duration,
+
+    /// Number of multiplexed Redis connections.
+    #[arg(long, env = "SESSIOND_REDIS_POOL_SIZE", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub redis_pool_size: u16,
+
+    /// Idle timeout: a session unused for this long expires (slides on use).
+    #[arg(long, env = "SESSIOND_IDLE_TIMEOUT", default_value = "30m", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// Absolute timeout: a session expires this long after login, however busy it is.
+    #[arg(long, env = "SESSIOND_ABSOLUTE_TIMEOUT", default_value = "12h", value_parser = parse_duration)]
+    pub absolute_timeout: Duration,
+
+    /// At most this many live sessions per user; the oldest is revoked past the cap (0: no cap).
+    #[arg(long, env = "SESSIOND_MAX_SESSIONS_PER_USER", default_value_t = 50)]
+    pub max_sessions_per_user: u32,
+
+    /// Mark the session cookie `Secure` (only sent over HTTPS). Disable only for local HTTP.
+    #[arg(long, env = "SESSIOND_COOKIE_SECURE", default_value_t = true, action = ArgAction::Set)]
+    pub cookie_secure: bool,
+
+    /// Name of the session cookie.
+    #[arg(long, env = "SESSIOND_COOKIE_NAME", default_value = "sid", value_parser = parse_cookie_name)]
+    pub cookie_name: String,
+
+    /// Comma-separated origins allowed to call the API from a browser with credentials.
+    #[arg(long, env = "SESSIOND_CORS_ORIGINS", value_delimiter = ',', value_parser = parse_origin)]
+    pub cors_origins: Vec<String>,
+
+    /// Minimum password length in bytes (the maximum is 1024).
+    #[arg(long, env = "SESSIOND_PASSWORD_MIN_LENGTH", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub password_min_length: u16,
+
+    /// argon2id memory cost in KiB (OWASP minimum: 19456).
+    #[arg(long, env = "SESSIOND_ARGON2_MEMORY_KIB", default_value_t = 19_456, value_parser = clap::value_parser!(u32).range(8..))]
+    pub argon2_memory_kib: u32,
+
+    /// argon2id iterations (OWASP minimum with 19 MiB: 2).
+    #[arg(long, env = "SESSIOND_ARGON2_ITERATIONS", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    pub argon2_iterations: u32,
+
+    /// argon2id lanes.
+    #[arg(long, env = "SESSIOND_ARGON2_PARALLELISM", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub argon2_parallelism: u32,
+
+    /// Password hashes computed at once; the rest wait, so a login flood cannot take every
+    /// thread from session validation. Default: the number of CPUs.
+    #[arg(long, env = "SESSIOND_HASH_CONCURRENCY", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub hash_concurrency: Option<u16>,
+
+    /// A request (including reading its body) that takes longer is answered 408.
+    #[arg(long, env = "SESSIOND_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+
+    /// A client that has not sent its request headers within this time is disconnected.
+    #[arg(long, env = "SESSIOND_HEADER_READ_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+
+    /// On SIGTERM/SIGINT, keep serving (with `/readyz` at 503) this long so load balancers
+    /// stop routing here before the listener closes.
+    #[arg(long, env = "SESSIOND_SHUTDOWN_DRAIN_DELAY", default_value = "0s", value_parser = parse_duration_or_zero)]
+    pub shutdown_drain_delay: Duration,
+
+    /// After the listener closes, in-flight requests get this long to finish.
+    #[arg(long, env = "SESSIOND_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+
+    /// Log format.
+    #[arg(long, env = "SESSIOND_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable, for a terminal.
+    Pretty,
+    /// One JSON object per line, for collectors.
+    Json,
+}
+
+/// Operator subcommands; without one, `sessiond` serves.
+#[derive(Clone, Debug, Subcommand)]
+pub enum Command {
+    /// Administer users in the configured store.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+/// `sessiond admin …`
+#[derive(Clone, Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Add a role to a user (idempotent).
+    GrantRole { username: String, role: String },
+    /// Remove a role from a user (idempotent).
+    RevokeRole { username: String, role: String },
+}
+
+/// A configuration that cannot be used: print it and leave with this exit code.
+#[must_use]
+pub struct ConfigExit {
+    message: String,
+    code: u8,
+}
+
+impl ConfigExit {
+    /// Print the message where it belongs and return the process exit code.
+    pub fn report(self) -> ExitCode {
+        if self.code == 0 {
+            print!("{}", self.message);
+        } else {
+            eprintln!("{}", self.message);
+        }
+        ExitCode::from(self.code)
+    }
+}
+
+impl Config {
+    /// Parse flags and environment, then check the options against each other.
+    pub fn from_env_and_args() -> Result<Self, ConfigExit> {
+        Self::try_from_args(std::env::args_os())
+    }
+
+    /// Like [`from_env_and_args`](Self::from_env_and_args) with explicit arguments (tests).
+    pub fn try_from_args<I, T>(args: I) -> Result<Self, ConfigExit>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let config = Self::try_parse_from(args).map_err(one_line)?;
+        config.validate().map_err(|message| ConfigExit { message, code: 2 })?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.idle_timeout > self.absolute_timeout {
+            return Err(format!(
+                "error: SESSIOND_IDLE_TIMEOUT ({}) must not exceed SESSIOND_ABSOLUTE_TIMEOUT ({})",
+                humantime::format_duration(self.idle_timeout),
+                humantime::format_duration(self.absolute_timeout)
+            ));
+        }
+        if let Some(url) = &self.redis_url {
+            if fred::types::config::Config::from_url(url).is_err() {
+                return Err("error: SESSIOND_REDIS_URL is not a valid Redis URL".to_owned());
+            }
+        }
+        Ok(())
+    }
+
+    /// Concurrent password hashes allowed.
+    #[must_use]
+    pub fn effective_hash_concurrency(&self) -> usize {
+        self.hash_concurrency.map_or_else(
+            || std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
+            usize::from,
+        )
+    }
+}
+
+/// The Redis URL may carry a password: never print it.
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("redis_url", &self.redis_url.as_ref().map(|_| "<redacted>"))
+            .field("redis_timeout", &self.redis_timeout)
+            .field("redis_pool_size", &self.redis_pool_size)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("absolute_timeout", &self.absolute_timeout)
+            .field("max_sessions_per_user", &self.max_sessions_per_user)
+            .field("cookie_secure", &self.cookie_secure)
+            .field("cookie_name", &self.cookie_name)
+            .field("cors_origins", &self.cors_origins)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Turn clap's multi-line error into one line that names the environment variable.
+fn one_line(error: clap::Error) -> ConfigExit {
+    match error.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            return ConfigExit { message: error.render().to_string(), code: 0 }
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            return ConfigExit { message: error.render().to_string(), code: 2 }
+        }
+        _ => {}
+    }
+    let arg = match error.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(arg)) => Some(arg.clone()),
+        _ => None,
+    };
+    let value = match error.get(ContextKind::InvalidValue) {
+        Some(ContextValue::String(value)) => Some(value.clone()),
+        _ => None,
+    };
+    let name = arg.as_deref().map(|arg| {
+        let long = arg.trim_start_matches('-').split([' ', '=']).next().unwrap_or_default();
+        Config::command()
+            .get_arguments()
+            .find(|a| a.get_long() == Some(long))
+            .and_then(|a| a.get_env())
+            .map_or_else(|| arg.to_owned(), |env| format!("{} ({arg})", env.to_string_lossy()))
+    });
+    let reason = error
+        .source()
+        .map(ToString::to_string)
+        .unwrap_or_else(|| first_line(&error.render().to_string()));
+    let message = match (name, value) {
+        (Some(name), Some(value)) => format!("error: {name}: invalid value {value:?}: {reason}"),
+        (Some(name), None) => format!("error: {name}: {reason}"),
+        _ => first_line(&error.render().to_string()),
+    };
+    ConfigExit { message, code: 2 }
+}
+
+fn first_line(text: &str) -> String {
+    text.lines().next().unwrap_or_default().trim().to_owned()
+}
+
+use std::error::Error as _;
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let duration = parse_duration_or_zero(text)?;
+    if duration.is_zero() {
+        return Err("must be greater than zero".to_owned());
+    }
+    Ok(duration)
+}
+
+fn parse_duration_or_zero(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|_| "expected a duration such as 250ms, 90s, 30m or 12h".to_owned())
+}
+
+fn parse_cookie_name(text: &str) -> Result<String, String> {
+    let ok = !text.is_empty()
+        && text.len() <= 64
+        && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if ok {
+        Ok(text.to_owned())
+    } else {
+        Err("expected 1-64 cookie-name characters (RFC 6265 token)".to_owned())
+    }
+}
+
+fn parse_origin(text: &str) -> Result<String, String> {
+    let text = text.trim().trim_end_matches('/');
+    let ok = (text.starts_with("http://") || text.starts_with("https://"))
+        && !text.contains(['*', ' ', ','])
+        && http::HeaderValue::from_str(text).is_ok()
+        && text.split("://").nth(1).is_some_and(|host| !host.is_empty() && !host.contains('/'));
+    if ok {
+        Ok(text.to_owned())
+    } else {
+        Err("expected an origin such as https://app.example.com (no wildcard, no path)".to_owned())
+    }
+}

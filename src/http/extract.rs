@@ -1,0 +1,143 @@
+//! Extractors: turn raw requests into typed inputs, or into our problem+json errors.
+//!
+//! * [`AppJson`] — JSON bodies; wrong content type → 415, too large → 413, not JSON → 400,
+//!   missing/unknown/mistyped field → 422 naming the field (never echoing a value: a
+//!   mistyped password must not come back in an error body).
+//! * [`AuthSession`] — the caller's validated session, from `Authorization: Bearer`, else the
+//!   session cookie, else `x-session-id`.
+//! * [`PresentedToken`] — the same credential, unvalidated and optional (login rotation).
+//! * [`ClientMeta`] — address and `User-Agent` recorded with a new session.
+
+use std::net::SocketAddr;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, StatusCode};
+use serde::de::DeserializeOwned;
+
+use super::AppState;
+use crate::error::Error;
+use crate::session::{Authenticated, ClientMeta, SessionToken};
+
+/// A JSON body, or our error shape.
+pub struct AppJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AppJson<T> {
+    type Rejection = Error;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Error> {
+        if !is_json(request.headers()) {
+            return Err(Error::UnsupportedMediaType);
+        }
+        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                Error::PayloadTooLarge
+            } else {
+                Error::BadRequest("the request body could not be read".to_owned())
+            }
+        })?;
+        let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
+        let value = serde_path_to_error::deserialize(&mut deserializer).map_err(json_error)?;
+        deserializer.end().map_err(|_| Error::BadRequest("trailing characters after the JSON body".to_owned()))?;
+        Ok(Self(value))
+    }
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(content_type) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+fn json_error(error: serde_path_to_error::Error<serde_json::Error>) -> Error {
+    use serde_json::error::Category;
+    let path = error.path().to_string();
+    let inner = error.into_inner();
+    match inner.classify() {
+        Category::Syntax | Category::Eof | Category::Io => Error::BadRequest(format!(
+            "the body is not valid JSON (line {}, column {})",
+            inner.line(),
+            inner.column()
+        )),
+        Category::Data => {
+            let message = inner.to_string();
+            let named = message.split('`').nth(1).map(|name| name.chars().take(64).collect::<String>());
+            let (field, detail) = if message.starts_with("missing field") {
+                (named.unwrap_or_else(|| path.clone()), "is required")
+            } else if message.starts_with("unknown field") {
+                (named.unwrap_or_else(|| path.clone()), "is not allowed")
+            } else {
+                (if path == "." { "body".to_owned() } else { path }, "has the wrong type")
+            };
+            Error::InvalidField { field, detail: detail.to_owned() }
+        }
+    }
+}
+
+/// Where a credential may come from, in order of precedence.
+fn credential(parts: &Parts, cookie_name: &str) -> Option<Result<SessionToken, Error>> {
+    let parse = |text: &str| SessionToken::parse(text.trim()).ok_or(Error::Unauthorized);
+    if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
+        let value = value.to_str().unwrap_or_default();
+        return Some(match value.split_once(' ') {
+            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => parse(token),
+            _ => Err(Error::Unauthorized),
+        });
+    }
+    for value in parts.headers.get_all(header::COOKIE) {
+        let Ok(value) = value.to_str() else { return Some(Err(Error::Unauthorized)) };
+        for pair in value.split(';') {
+            if let Some((name, token)) = pair.trim().split_once('=') {
+                if name == cookie_name {
+                    return Some(parse(token.trim_matches('"')));
+                }
+            }
+        }
+    }
+    if let Some(value) = parts.headers.get("x-session-id") {
+        return Some(value.to_str().map_err(|_| Error::Unauthorized).and_then(parse));
+    }
+    None
+}
+
+/// The caller's live session. Rejects with 401 (missing, malformed, unknown, expired or
+/// revoked alike) or 503 (store unavailable — never treated as valid).
+pub struct AuthSession(pub Authenticated);
+
+impl FromRequestParts<AppState> for AuthSession {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        let token = credential(parts, &state.cookie.name).unwrap_or(Err(Error::Unauthorized))?;
+        state.sessions.authenticate(&token).await.map(Self)
+    }
+}
+
+/// A credential the request carried, if any (not validated).
+pub struct PresentedToken(pub Option<SessionToken>);
+
+impl FromRequestParts<AppState> for PresentedToken {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        Ok(Self(credential(parts, &state.cookie.name).and_then(Result::ok)))
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientMeta {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Error> {
+        let ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip().to_string());
+        let user_agent = parts
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .filter(|ua| !ua.is_empty())
+            .map(str::to_owned);
+        Ok(Self { ip, user_agent })
+    }
+}

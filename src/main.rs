@@ -1,0 +1,37 @@
+//! The `sessiond` binary: parse the configuration once, set up logging, then either serve or
+//! run an operator subcommand.
+
+use std::process::ExitCode;
+
+use sessiond::config::{Command, Config};
+use sessiond::{cli, telemetry, Application};
+
+fn main() -> ExitCode {
+    let config = match Config::from_env_and_args() {
+        Ok(config) => config,
+        Err(exit) => return exit.report(),
+    };
+    telemetry::init_logging(&config);
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async move {
+        match config.command.clone() {
+            Some(Command::Admin(admin)) => cli::run_admin(&config, admin).await,
+            None => Application::build(config).await?.run_until_stopped().await,
+        }
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = %format!("{error:#}"), "sessiond stopped with an error");
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! The session rules, applied: login, validate, refresh (rotate), logout, list, revoke.
+//!
+//! Handlers call these and nothing else; each method is a few store calls with the policy
+//! decided here.
+
+use std::sync::Arc;
+
+use super::{SessionId, SessionPolicy, SessionToken, Timestamp, TokenHash};
+use crate::error::Error;
+use crate::store::{Lookup, SessionRecord, Store, StoreError};
+use crate::users::{Password, Passwords, Role, UserKey, Username};
+
+/// Longest `User-Agent` kept with a session, in bytes.
+const MAX_USER_AGENT: usize = 256;
+
+/// Why a session ended (a metrics label later; logged now).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RevokeReason {
+    /// The client logged out.
+    Logout,
+    /// The client logged out everywhere.
+    LogoutAll,
+    /// An administrator revoked it.
+    Admin,
+    /// A new login or refresh replaced it.
+    Rotation,
+    /// The per-user cap pushed it out.
+    Limit,
+}
+
+/// What we record about the client at login.
+#[derive(Clone, Debug, Default)]
+pub struct ClientMeta {
+    /// Client address.
+    pub ip: Option<String>,
+    /// `User-Agent`, truncated.
+    pub user_agent: Option<String>,
+}
+
+/// A session handed to a client: the secret (shown once) and the record.
+#[derive(Debug)]
+pub struct Issued {
+    /// The bearer secret.
+    pub token: SessionToken,
+    /// The stored session.
+    pub session: SessionRecord,
+}
+
+/// A validated request's session.
+#[derive(Clone, Debug)]
+pub struct Authenticated {
+    /// Digest of the presented token.
+    pub hash: TokenHash,
+    /// The session (after sliding).
+    pub session: SessionRecord,
+    /// The owner's current roles.
+    pub roles: Vec<String>,
+}
+
+impl Authenticated {
+    /// Whether the owner holds `role`.
+    #[must_use]
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+}
+
+/// Session operations.
+#[derive(Clone)]
+pub struct SessionService {
+    store: Arc<dyn Store>,
+    passwords: Arc<Passwords>,
+    policy: SessionPolicy,
+}
+
+impl SessionService {
+    /// Wire the service.
+    #[must_use]
+    pub fn new(store: Arc<dyn Store>, passwords: Arc<Passwords>, policy: SessionPolicy) -> Self {
+        Self { store, passwords, policy }
+    }
+
+    /// Check credentials and open a brand-new session. A session the request already carried
+    /// (`previous`) is revoked: a login never adopts or keeps a client-supplied session.
+    ///
+    /// # Errors
+    /// 401 for any wrong username/password combination (same body, same work), 503 when the
+    /// store is unavailable.
+    pub async fn login(
+        &self,
+        username: &str,
+        password: Password,
+        meta: ClientMeta,
+        previous: Option<SessionToken>,
+    ) -> Result<Issued, Error> {
+        let key = Username::parse(username).ok().map(|name| name.key());
+        let user = match &key {
+            Some(key) => self.store.find_user(key).await?,
+            None => None,
+        };
+        // Always verify (against a dummy hash for unknown users) so timing does not tell.
+        let verified = self.passwords.verify(&password, user.as_ref().map(|u| u.password_hash.as_str())).await;
+        let (Some(user), Some(key), true) = (user, key, verified) else {
+            return Err(Error::InvalidCredentials);
+        };
+        if let Some(previous) = previous {
+            if let Some(id) = self.store.revoke_session(&previous.hash()).await? {
+                tracing::info!(session_id = id.as_str(), reason = ?RevokeReason::Rotation, "session revoked");
+            }
+        }
+        let now = Timestamp::now();
+        let (idle_expires_at, expires_at) = self.policy.deadlines_at_login(now);
+        let session = SessionRecord {
+            session_id: SessionId::generate().map_err(|e| Error::Internal(e.to_string()))?,
+            user_id: user.user_id,
+            username: user.username,
+            user_key: key,
+            created_at: now,
+            last_seen_at: now,
+            idle_expires_at,
+            expires_at,
+            ip: meta.ip,
+            user_agent: meta.user_agent.map(|ua| truncate(ua, MAX_USER_AGENT)),
+        };
+        let (token, hash) = SessionToken::generate_in(session.user_key.shard()).map_err(|e| Error::Internal(e.to_string()))?;
+        let evicted = self.store.create_session(&hash, &session, self.policy.max_sessions_per_user, now).await?;
+        for id in &evicted {
+            tracing::info!(session_id = id.as_str(), reason = ?RevokeReason::Limit, "session revoked");
+        }
+        tracing::info!(session_id = session.session_id.as_str(), user_id = %session.user_id, "session created");
+        Ok(Issued { token, session })
+    }
+
+    /// Validate a token, sliding its idle deadline when due.
+    ///
+    /// # Errors
+    /// 401 when the token is unknown, expired or revoked; 503 when the store is unavailable.
+    pub async fn authenticate(&self, token: &SessionToken) -> Result<Authenticated, Error> {
+        let hash = token.hash();
+        match self.store.touch_session(&hash, Timestamp::now(), self.policy.slide()).await? {
+            Lookup::Found { session, roles } => Ok(Authenticated { hash, session, roles }),
+            Lookup::Expired | Lookup::Missing => Err(Error::Unauthorized),
+        }
+    }
+
+    /// Issue a new token for the caller's session; the old token stops working at once.
+    /// `created_at` and the absolute deadline stay; the idle deadline slides.
+    ///
+    /// # Errors
+    /// 401 when the session ended meanwhile; 503 when the store is unavailable.
+    pub async fn refresh(&self, auth: &Authenticated) -> Result<Issued, Error> {
+        let (token, hash) =
+            SessionToken::generate_in(auth.session.user_key.shard()).map_err(|e| Error::Internal(e.to_string()))?;
+        match self.store.rotate_session(&auth.hash, &hash, Timestamp::now(), self.policy.slide_now()).await? {
+            Lookup::Found { session, .. } => {
+                tracing::info!(session_id = session.session_id.as_str(), "session token rotated");
+                Ok(Issued { token, session })
+            }
+            Lookup::Expired | Lookup::Missing => Err(Error::Unauthorized),
+        }
+    }
+
+    /// End the caller's session.
+    ///
+    /// # Errors
+    /// 503 when the store is unavailable.
+    pub async fn logout(&self, auth: &Authenticated) -> Result<(), Error> {
+        if let Some(id) = self.store.revoke_session(&auth.hash).await? {
+            tracing::info!(session_id = id.as_str(), reason = ?RevokeReason::Logout, "session revoked");
+        }
+        Ok(())
+    }
+
+    /// The caller's live sessions, newest first.
+    ///
+    /// # Errors
+    /// 503 when the store is unavailable.
+    pub async fn list(&self, auth: &Authenticated) -> Result<Vec<SessionRecord>, Error> {
+        let mut sessions = self.store.list_sessions(&auth.session.user_key, Timestamp::now()).await?;
+        sessions.sort_by(|a, b| (b.created_at, &b.session_id).cmp(&(a.created_at, &a.session_id)));
+        Ok(sessions)
+    }
+
+    /// Revoke one of the caller's sessions by its public id.
+    ///
+    /// # Errors
+    /// 404 when the id is malformed or not one of the caller's live sessions.
+    pub async fn revoke(&self, auth: &Authenticated, session_id: &str) -> Result<(), Error> {
+        let id = SessionId::parse(session_id).ok_or(Error::NotFound("session"))?;
+        if self.store.revoke_session_by_id(&auth.session.user_key, &id).await? {
+            tracing::info!(session_id = id.as_str(), reason = ?RevokeReason::Logout, "session revoked");
+            Ok(())
+        } else {
+            Err(Error::NotFound("session"))
+        }
+    }
+
+    /// Log the caller out everywhere (optionally keeping the calling session).
+    ///
+    /// # Errors
+    /// 503 when the store is unavailable.
+    pub async fn revoke_all(&self, auth: &Authenticated, except_current: bool) -> Result<u64, Error> {
+        let keep = except_current.then_some(&auth.session.session_id);
+        let revoked = self.store.revoke_user_sessions(&auth.session.user_key, keep).await?;
+        tracing::info!(user_id = %auth.session.user_id, revoked, reason = ?RevokeReason::LogoutAll, "sessions revoked");
+        Ok(revoked)
+    }
+
+    /// Revoke every session of `username` (admin only).
+    ///
+    /// # Errors
+    /// 403 without the admin role, 404 for an unknown user, 503 when the store is unavailable.
+    pub async fn revoke_user(&self, auth: &Authenticated, username: &str) -> Result<u64, Error> {
+        if !auth.has_role(Role::ADMIN) {
+            return Err(Error::Forbidden);
+        }
+        let key: UserKey = Username::parse(username).map_err(|_| Error::NotFound("user"))?.key();
+        if self.store.find_user(&key).await?.is_none() {
+            return Err(Error::NotFound("user"));
+        }
+        let revoked = self.store.revoke_user_sessions(&key, None).await?;
+        tracing::info!(admin_user_id = %auth.session.user_id, revoked, reason = ?RevokeReason::Admin, "sessions revoked");
+        Ok(revoked)
+    }
+
+    /// Whether the store answers (for `/readyz`).
+    ///
+    /// # Errors
+    /// The store's error.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.store.ping().await
+    }
+}
+
+fn truncate(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
+}

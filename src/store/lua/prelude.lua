@@ -1,0 +1,39 @@
+-- Shared helpers, prepended to every session script.
+-- Every key a script touches shares the caller's shard hash tag ({xyz}); PREFIX is
+-- "sessiond:{xyz}:" so the script can name the shard's other keys.
+
+local function fields_of(raw)
+  local f = {}
+  for n = 1, #raw, 2 do f[raw[n]] = raw[n + 1] end
+  return f
+end
+
+local function int(x)
+  return string.format('%d', x)
+end
+
+local function deadline(f)
+  return math.min(tonumber(f.i), tonumber(f.e))
+end
+
+-- Remove a session and its bookkeeping (index entry, active-count entry).
+local function drop(prefix, session_key, active_key, sid, user)
+  redis.call('DEL', session_key)
+  redis.call('ZREM', active_key, sid)
+  redis.call('HDEL', prefix .. 'user-sessions:' .. user, sid)
+end
+
+-- The reply shape shared by touch/rotate/list: positional session fields.
+local function row(f)
+  return { f.sid, f.uid, f.name, f.user, f.c, f.l, f.i, f.e, f.ip or '', f.ua or '' }
+end
+
+-- Slide the idle deadline to now + idle (capped by the absolute deadline).
+local function slide(session_key, active_key, f, now, idle)
+  local ni = math.min(now + idle, tonumber(f.e))
+  f.l = int(now)
+  f.i = int(ni)
+  redis.call('HSET', session_key, 'l', f.l, 'i', f.i)
+  redis.call('PEXPIRE', session_key, int(ni - now))
+  redis.call('ZADD', active_key, 'XX', f.i, f.sid)
+end

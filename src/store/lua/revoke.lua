@@ -1,0 +1,7 @@
+-- KEYS: session, shard active zset
+-- ARGV: prefix
+-- Reply: the session id, or nil when there was no session
+local f = redis.call('HMGET', KEYS[1], 'sid', 'user')
+if not f[1] then return false end
+drop(ARGV[1], KEYS[1], KEYS[2], f[1], f[2])
+return f[1]

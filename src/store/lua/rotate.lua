@@ -1,0 +1,19 @@
+-- KEYS: old session, new session, shard active zset
+-- ARGV: prefix, now, idle ms, new token hash
+-- Reply: {0} missing | {1} expired | {2, row, roles}
+local prefix, now = ARGV[1], tonumber(ARGV[2])
+local raw = redis.call('HGETALL', KEYS[1])
+if #raw == 0 then return { 0 } end
+local f = fields_of(raw)
+if now >= deadline(f) then
+  drop(prefix, KEYS[1], KEYS[3], f.sid, f.user)
+  return { 1 }
+end
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  return redis.error_reply('ERR token collision')
+end
+redis.call('RENAME', KEYS[1], KEYS[2])
+slide(KEYS[2], KEYS[3], f, now, tonumber(ARGV[3]))
+redis.call('HSET', prefix .. 'user-sessions:' .. f.user, f.sid, ARGV[4])
+local roles = redis.call('HGET', prefix .. 'user:' .. f.user, 'roles')
+return { 2, row(f), roles or '' }

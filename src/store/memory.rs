@@ -1,0 +1,235 @@
+//! The in-memory store: the embedded default for a first `cargo run`, and the reference model
+//! the Redis scripts are checked against (same contract suite).
+//!
+//! One mutex guards everything; each method is one critical section, which gives the same
+//! atomicity as one Lua script. Expiry is checked on every read (a session past its deadline
+//! is as good as gone) and expired entries are removed by [`Store::prune_expired`].
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+
+use async_trait::async_trait;
+
+use super::{Lookup, SessionRecord, Slide, Store, StoreError, UserRecord};
+use crate::session::{SessionId, Timestamp, TokenHash};
+use crate::users::UserKey;
+
+/// Sessions and users in process memory. Not shared between instances, lost on restart.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    users: HashMap<UserKey, UserRecord>,
+    sessions: HashMap<TokenHash, SessionRecord>,
+    /// Per-user index: session id → token hash.
+    by_user: HashMap<UserKey, HashMap<SessionId, TokenHash>>,
+}
+
+impl State {
+    fn remove(&mut self, hash: &TokenHash) -> Option<SessionRecord> {
+        let session = self.sessions.remove(hash)?;
+        if let Some(index) = self.by_user.get_mut(&session.user_key) {
+            index.remove(&session.session_id);
+            if index.is_empty() {
+                self.by_user.remove(&session.user_key);
+            }
+        }
+        Some(session)
+    }
+
+    fn live(&mut self, hash: &TokenHash, now: Timestamp) -> Result<&mut SessionRecord, Lookup> {
+        match self.sessions.get(hash) {
+            None => return Err(Lookup::Missing),
+            Some(session) if session.deadline() <= now => {
+                self.remove(hash);
+                return Err(Lookup::Expired);
+            }
+            Some(_) => {}
+        }
+        self.sessions.get_mut(hash).ok_or(Lookup::Missing)
+    }
+
+    fn roles(&self, user: &UserKey) -> Vec<String> {
+        self.users.get(user).map(|u| u.roles.clone()).unwrap_or_default()
+    }
+
+    fn user_sessions(&self, user: &UserKey, now: Timestamp) -> Vec<(TokenHash, SessionRecord)> {
+        self.by_user
+            .get(user)
+            .into_iter()
+            .flat_map(|index| index.values())
+            .filter_map(|hash| self.sessions.get(hash).map(|s| (*hash, s.clone())))
+            .filter(|(_, s)| s.deadline() > now)
+            .collect()
+    }
+}
+
+fn slide(session: &mut SessionRecord, now: Timestamp, slide: Slide) {
+    if now.millis_since(session.last_seen_at) >= slide.min_interval_ms {
+        session.last_seen_at = now;
+        session.idle_expires_at = Timestamp::from_millis(now.millis().saturating_add(slide.idle_ms)).min(session.expires_at);
+    }
+}
+
+impl MemoryStore {
+    /// An empty store.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave a half-applied change visible to the
+        // contract (each method mutates last), so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn insert_user(&self, key: &UserKey, user: &UserRecord) -> Result<bool, StoreError> {
+        let mut state = self.state();
+        if state.users.contains_key(key) {
+            return Ok(false);
+        }
+        state.users.insert(key.clone(), user.clone());
+        Ok(true)
+    }
+
+    async fn find_user(&self, key: &UserKey) -> Result<Option<UserRecord>, StoreError> {
+        Ok(self.state().users.get(key).cloned())
+    }
+
+    async fn set_role(&self, key: &UserKey, role: &str, granted: bool) -> Result<bool, StoreError> {
+        let mut state = self.state();
+        let Some(user) = state.users.get_mut(key) else { return Ok(false) };
+        user.roles.retain(|r| r != role);
+        if granted {
+            user.roles.push(role.to_owned());
+        }
+        Ok(true)
+    }
+
+    async fn create_session(
+        &self,
+        hash: &TokenHash,
+        session: &SessionRecord,
+        max_per_user: u32,
+        now: Timestamp,
+    ) -> Result<Vec<SessionId>, StoreError> {
+        let mut state = self.state();
+        if state.sessions.contains_key(hash) {
+            return Err(StoreError::other("create_session", "token collision"));
+        }
+        let mut live = state.user_sessions(&session.user_key, now);
+        let mut evicted = Vec::new();
+        if max_per_user > 0 {
+            live.sort_by(|a, b| (a.1.created_at, &a.1.session_id).cmp(&(b.1.created_at, &b.1.session_id)));
+            let excess = (live.len() + 1).saturating_sub(max_per_user as usize);
+            for (old_hash, old) in live.into_iter().take(excess) {
+                state.remove(&old_hash);
+                evicted.push(old.session_id);
+            }
+        }
+        state.sessions.insert(*hash, session.clone());
+        state.by_user.entry(session.user_key.clone()).or_default().insert(session.session_id.clone(), *hash);
+        Ok(evicted)
+    }
+
+    async fn touch_session(&self, hash: &TokenHash, now: Timestamp, rule: Slide) -> Result<Lookup, StoreError> {
+        let mut state = self.state();
+        let session = match state.live(hash, now) {
+            Ok(session) => {
+                slide(session, now, rule);
+                session.clone()
+            }
+            Err(lookup) => return Ok(lookup),
+        };
+        let roles = state.roles(&session.user_key);
+        Ok(Lookup::Found { session, roles })
+    }
+
+    async fn rotate_session(
+        &self,
+        old: &TokenHash,
+        new: &TokenHash,
+        now: Timestamp,
+        rule: Slide,
+    ) -> Result<Lookup, StoreError> {
+        let mut state = self.state();
+        if let Err(lookup) = state.live(old, now) {
+            return Ok(lookup);
+        }
+        if state.sessions.contains_key(new) {
+            return Err(StoreError::other("rotate_session", "token collision"));
+        }
+        let Some(mut session) = state.sessions.remove(old) else { return Ok(Lookup::Missing) };
+        slide(&mut session, now, rule);
+        if let Some(index) = state.by_user.get_mut(&session.user_key) {
+            index.insert(session.session_id.clone(), *new);
+        }
+        state.sessions.insert(*new, session.clone());
+        let roles = state.roles(&session.user_key);
+        Ok(Lookup::Found { session, roles })
+    }
+
+    async fn revoke_session(&self, hash: &TokenHash) -> Result<Option<SessionId>, StoreError> {
+        Ok(self.state().remove(hash).map(|s| s.session_id))
+    }
+
+    async fn revoke_session_by_id(&self, user: &UserKey, id: &SessionId) -> Result<bool, StoreError> {
+        let mut state = self.state();
+        let Some(hash) = state.by_user.get(user).and_then(|index| index.get(id)).copied() else {
+            return Ok(false);
+        };
+        let now = Timestamp::now();
+        let live = state.sessions.get(&hash).is_some_and(|s| s.deadline() > now);
+        state.remove(&hash);
+        Ok(live)
+    }
+
+    async fn revoke_user_sessions(&self, user: &UserKey, keep: Option<&SessionId>) -> Result<u64, StoreError> {
+        let mut state = self.state();
+        let now = Timestamp::now();
+        let doomed: Vec<TokenHash> = state
+            .by_user
+            .get(user)
+            .into_iter()
+            .flat_map(|index| index.iter())
+            .filter(|(id, _)| Some(*id) != keep)
+            .map(|(_, hash)| *hash)
+            .collect();
+        let mut revoked = 0;
+        for hash in doomed {
+            if state.remove(&hash).is_some_and(|s| s.deadline() > now) {
+                revoked += 1;
+            }
+        }
+        Ok(revoked)
+    }
+
+    async fn list_sessions(&self, user: &UserKey, now: Timestamp) -> Result<Vec<SessionRecord>, StoreError> {
+        Ok(self.state().user_sessions(user, now).into_iter().map(|(_, s)| s).collect())
+    }
+
+    async fn count_active(&self, now: Timestamp) -> Result<u64, StoreError> {
+        Ok(self.state().sessions.values().filter(|s| s.deadline() > now).count() as u64)
+    }
+
+    async fn prune_expired(&self, now: Timestamp) -> Result<(), StoreError> {
+        let mut state = self.state();
+        let expired: Vec<TokenHash> =
+            state.sessions.iter().filter(|(_, s)| s.deadline() <= now).map(|(h, _)| *h).collect();
+        for hash in expired {
+            state.remove(&hash);
+        }
+        Ok(())
+    }
+}

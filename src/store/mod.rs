@@ -1,0 +1,171 @@
+//! The storage contract: what the session rules need from a backend, and nothing about HTTP.
+//!
+//! Each method is one atomic step (a single Lua script in Redis, one critical section in
+//! memory), so concurrent logins, logouts and validations cannot leave a half-written session,
+//! and no write can recreate a session that a concurrent logout deleted: every write after
+//! creation is conditional on the session still existing.
+//!
+//! Backends: [`redis::RedisStore`] (fred) for production, [`memory::MemoryStore`] as the
+//! embedded default and reference model. Both pass the same contract suite
+//! (`tests/api/store_contract.rs`). [`instrumented::Instrumented`] wraps either, so every store
+//! call goes through one place where it is timed and traced.
+
+pub mod instrumented;
+pub mod memory;
+pub mod redis;
+
+use async_trait::async_trait;
+
+use crate::session::{SessionId, Timestamp, TokenHash};
+use crate::users::UserKey;
+
+pub use crate::session::Slide;
+
+/// A stored account.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserRecord {
+    /// Random public id (UUID v4).
+    pub user_id: String,
+    /// The username as the user spelled it.
+    pub username: String,
+    /// argon2id PHC string.
+    pub password_hash: String,
+    /// Role names; `user` by default.
+    pub roles: Vec<String>,
+    /// When the account was created.
+    pub created_at: Timestamp,
+}
+
+/// A stored session, as the store keeps it (the token itself is never here).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// Public handle.
+    pub session_id: SessionId,
+    /// Owner's user id.
+    pub user_id: String,
+    /// Owner's username as spelled (for the profile without a second lookup).
+    pub username: String,
+    /// Owner's normalised username: locates the user's index and shard.
+    pub user_key: UserKey,
+    /// Login time; never moves, even across refreshes.
+    pub created_at: Timestamp,
+    /// Last recorded use (updated at most once per slide interval).
+    pub last_seen_at: Timestamp,
+    /// Expiry if unused from now on.
+    pub idle_expires_at: Timestamp,
+    /// Absolute expiry; never moves.
+    pub expires_at: Timestamp,
+    /// Client address at login.
+    pub ip: Option<String>,
+    /// Client `User-Agent` at login (truncated).
+    pub user_agent: Option<String>,
+}
+
+impl SessionRecord {
+    /// The earlier of the two deadlines: when the session stops working.
+    #[must_use]
+    pub fn deadline(&self) -> Timestamp {
+        self.idle_expires_at.min(self.expires_at)
+    }
+}
+
+/// The answer to a validation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Lookup {
+    /// Live session, with its owner's current roles.
+    Found { session: SessionRecord, roles: Vec<String> },
+    /// The session existed but its deadline has passed (it is now deleted).
+    Expired,
+    /// No such session: never existed, revoked, or already removed by TTL.
+    Missing,
+}
+
+/// Why a store call failed. Every variant means "unavailable" to the client (503): a store
+/// error never turns into a valid session.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The command did not complete within the configured timeout.
+    #[error("{op}: timed out")]
+    Timeout { op: &'static str },
+    /// Not connected, or the connection broke.
+    #[error("{op}: connection: {detail}")]
+    Connection { op: &'static str, detail: String },
+    /// Anything else (server error, unexpected reply).
+    #[error("{op}: {detail}")]
+    Other { op: &'static str, detail: String },
+}
+
+impl StoreError {
+    /// A label for metrics: `timeout`, `connection` or `other`.
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Timeout { .. } => "timeout",
+            Self::Connection { .. } => "connection",
+            Self::Other { .. } => "other",
+        }
+    }
+
+    pub(crate) fn other(op: &'static str, detail: impl Into<String>) -> Self {
+        Self::Other { op, detail: detail.into() }
+    }
+}
+
+/// The operations the session rules need. See the module docs for the atomicity contract.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Cheap liveness check used by `/readyz`.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Insert a user unless the key is taken. Returns `false` when it was taken.
+    async fn insert_user(&self, key: &UserKey, user: &UserRecord) -> Result<bool, StoreError>;
+
+    /// Look a user up.
+    async fn find_user(&self, key: &UserKey) -> Result<Option<UserRecord>, StoreError>;
+
+    /// Add (`granted`) or remove a role. Returns `false` when the user does not exist.
+    async fn set_role(&self, key: &UserKey, role: &str, granted: bool) -> Result<bool, StoreError>;
+
+    /// Store a new session under `hash` and add it to its user's index. When the user already
+    /// holds `max_per_user` live sessions (0: no cap), the oldest are revoked first; their ids
+    /// are returned.
+    async fn create_session(
+        &self,
+        hash: &TokenHash,
+        session: &SessionRecord,
+        max_per_user: u32,
+        now: Timestamp,
+    ) -> Result<Vec<SessionId>, StoreError>;
+
+    /// Validate: return the session if it is live, sliding its idle deadline by `slide`.
+    async fn touch_session(&self, hash: &TokenHash, now: Timestamp, slide: Slide) -> Result<Lookup, StoreError>;
+
+    /// Move a live session from `old` to `new` (token rotation), sliding its idle deadline.
+    /// `created_at` and `expires_at` are kept. Returns `Missing`/`Expired` when `old` is gone.
+    async fn rotate_session(
+        &self,
+        old: &TokenHash,
+        new: &TokenHash,
+        now: Timestamp,
+        slide: Slide,
+    ) -> Result<Lookup, StoreError>;
+
+    /// Delete the session under `hash`. Returns its id if it existed.
+    async fn revoke_session(&self, hash: &TokenHash) -> Result<Option<SessionId>, StoreError>;
+
+    /// Delete one of `user`'s sessions by id. Returns `false` if the user has no such live session.
+    async fn revoke_session_by_id(&self, user: &UserKey, id: &SessionId) -> Result<bool, StoreError>;
+
+    /// Delete all of `user`'s sessions except `keep`. Returns how many were deleted.
+    async fn revoke_user_sessions(&self, user: &UserKey, keep: Option<&SessionId>) -> Result<u64, StoreError>;
+
+    /// The user's live sessions, in no particular order.
+    async fn list_sessions(&self, user: &UserKey, now: Timestamp) -> Result<Vec<SessionRecord>, StoreError>;
+
+    /// Exact number of sessions whose deadline is after `now`, across all users.
+    async fn count_active(&self, now: Timestamp) -> Result<u64, StoreError>;
+
+    /// Forget bookkeeping of sessions that expired by themselves (the sessions are already
+    /// gone; this trims the indexes that count them).
+    async fn prune_expired(&self, now: Timestamp) -> Result<(), StoreError>;
+}

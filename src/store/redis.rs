@@ -1,0 +1,479 @@
+//! The Redis backend (fred).
+//!
+//! # Key schema
+//!
+//! Every key of one user lives under the user's shard hash tag `{xyz}` (three hex digits, see
+//! [`Shard`]), so each operation below is one Lua script on one Cluster slot:
+//!
+//! | key | type | holds | expires |
+//! |---|---|---|---|
+//! | `sessiond:{xyz}:user:<username>` | hash | `id`, `name`, `phc` (argon2id), `roles` (comma list), `created` | never |
+//! | `sessiond:{xyz}:sess:<sha256(token), base64url>` | hash | `sid`, `uid`, `name`, `user`, `c`reated, `l`ast seen, `i`dle deadline, `e`xpiry, `ip`, `ua` (ms timestamps) | at the earlier deadline (PEXPIRE) |
+//! | `sessiond:{xyz}:user-sessions:<username>` | hash | session id → token digest | after the longest session |
+//! | `sessiond:{xyz}:active` | sorted set | session id scored by its deadline | members trimmed by `prune_expired` |
+//!
+//! `<username>` is the lower-cased username. The token never appears: only its SHA-256.
+//! The active-session count is `ZCOUNT (now +inf` summed over the 1024 shard sets — exact,
+//! with no hot key and no keyspace scan.
+//!
+//! # Failure behaviour
+//!
+//! Commands time out after `SESSIOND_REDIS_TIMEOUT`; a command on a disconnected client fails
+//! at once instead of queueing; commands are never re-sent after a reconnect (a re-sent
+//! create could double-apply). The client reconnects with capped exponential backoff, detects
+//! hung connections, and the process starts even when Redis is down.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use fred::prelude::*;
+use fred::types::config::{ReconnectError, UnresponsiveConfig};
+use fred::types::Value;
+
+use super::{Lookup, SessionRecord, Slide, Store, StoreError, UserRecord};
+use crate::session::{SessionId, Shard, Timestamp, TokenHash};
+use crate::users::UserKey;
+
+const PRELUDE: &str = include_str!("lua/prelude.lua");
+
+/// A Lua script with its SHA-1, loaded on first use (and again after a `SCRIPT FLUSH` or a
+/// failover to a node that never saw it).
+struct Script {
+    lua: String,
+    sha: String,
+}
+
+impl Script {
+    fn new(body: &str, with_prelude: bool) -> Self {
+        let lua = if with_prelude { format!("{PRELUDE}\n{body}") } else { body.to_owned() };
+        let sha = fred::util::sha1_hash(&lua);
+        Self { lua, sha }
+    }
+}
+
+struct Scripts {
+    create: Script,
+    touch: Script,
+    rotate: Script,
+    revoke: Script,
+    revoke_by_id: Script,
+    revoke_all: Script,
+    list: Script,
+    insert_user: Script,
+    set_role: Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        Self {
+            create: Script::new(include_str!("lua/create.lua"), true),
+            touch: Script::new(include_str!("lua/touch.lua"), true),
+            rotate: Script::new(include_str!("lua/rotate.lua"), true),
+            revoke: Script::new(include_str!("lua/revoke.lua"), true),
+            revoke_by_id: Script::new(include_str!("lua/revoke_by_id.lua"), false),
+            revoke_all: Script::new(include_str!("lua/revoke_all.lua"), false),
+            list: Script::new(include_str!("lua/list.lua"), true),
+            insert_user: Script::new(include_str!("lua/insert_user.lua"), false),
+            set_role: Script::new(include_str!("lua/set_role.lua"), false),
+        }
+    }
+}
+
+/// Connection settings taken from the configuration.
+#[derive(Clone, Debug)]
+pub struct RedisSettings {
+    /// `redis://` or `rediss://` URL.
+    pub url: String,
+    /// Per-command timeout.
+    pub timeout: Duration,
+    /// Connections in the pool.
+    pub pool_size: usize,
+}
+
+/// Sessions and users in Redis.
+pub struct RedisStore {
+    pool: Pool,
+    timeout: Duration,
+    scripts: Scripts,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore").field("timeout", &self.timeout).finish_non_exhaustive()
+    }
+}
+
+/// Key names (see the module docs).
+mod keys {
+    use super::{Shard, TokenHash, UserKey};
+
+    pub fn prefix(shard: Shard) -> String {
+        format!("sessiond:{{{:03x}}}:", shard.index())
+    }
+    pub fn user(user: &UserKey) -> String {
+        format!("{}user:{}", prefix(user.shard()), user.as_str())
+    }
+    pub fn user_sessions(user: &UserKey) -> String {
+        format!("{}user-sessions:{}", prefix(user.shard()), user.as_str())
+    }
+    pub fn session(hash: &TokenHash) -> String {
+        format!("{}sess:{}", prefix(hash.shard()), hash.encoded())
+    }
+    pub fn active(shard: Shard) -> String {
+        format!("{}active", prefix(shard))
+    }
+}
+
+impl RedisStore {
+    /// Build the client pool and start connecting in the background. Returns at once: the
+    /// service starts (and answers 503) while Redis is unreachable.
+    ///
+    /// # Errors
+    /// When the URL cannot be parsed.
+    pub fn connect(settings: &RedisSettings) -> anyhow::Result<Self> {
+        let mut config = Config::from_url(&settings.url)?;
+        // Apply the reconnect policy to the first connection too, so a missing Redis at start
+        // is an outage to recover from, not a crash.
+        config.fail_fast = false;
+        let timeout = settings.timeout;
+        let pool = Builder::from_config(config)
+            .with_connection_config(|c| {
+                c.connection_timeout = Duration::from_secs(1);
+                c.internal_command_timeout = Duration::from_secs(1).max(timeout);
+                c.max_command_attempts = 1;
+                c.max_command_buffer_len = 10_000;
+                c.unresponsive = UnresponsiveConfig { max_timeout: Some(Duration::from_secs(2)), interval: Duration::from_millis(500) };
+                c.tcp = TcpConfig {
+                    nodelay: Some(true),
+                    keepalive: Some(fred::socket2::TcpKeepalive::new().with_time(Duration::from_secs(30))),
+                    ..TcpConfig::default()
+                };
+                c.reconnect_errors = vec![
+                    ReconnectError::ClusterDown,
+                    ReconnectError::Loading,
+                    ReconnectError::MasterDown,
+                    ReconnectError::ReadOnly,
+                ];
+            })
+            .with_performance_config(|p| p.default_command_timeout = timeout)
+            .set_policy(ReconnectPolicy::new_exponential(0, 50, 1000, 2))
+            .build_pool(settings.pool_size.max(1))?;
+        drop(pool.connect_pool());
+        Ok(Self { pool, timeout, scripts: Scripts::new() })
+    }
+
+    /// Wait until at least one connection is up (for tools and tests), bounded by `within`.
+    ///
+    /// # Errors
+    /// When Redis is not reachable in time.
+    pub async fn wait_connected(&self, within: Duration) -> Result<(), StoreError> {
+        match tokio::time::timeout(within, self.pool.wait_for_connect()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(classify("connect", &error)),
+            Err(_) => Err(StoreError::Timeout { op: "connect" }),
+        }
+    }
+
+    /// A connected client, or a fast error: a command must not wait in a queue for a
+    /// reconnect while the caller holds an HTTP request open.
+    fn client(&self, op: &'static str) -> Result<&Client, StoreError> {
+        let client = self.pool.next_connected();
+        if client.is_connected() {
+            Ok(client)
+        } else {
+            Err(StoreError::Connection { op, detail: "not connected".to_owned() })
+        }
+    }
+
+    /// Run one command future under the timeout (fred's own timeout is the primary one; this
+    /// outer bound also covers anything fred might wait on before sending).
+    async fn bounded<T>(
+        &self,
+        op: &'static str,
+        future: impl std::future::Future<Output = Result<T, fred::error::Error>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.timeout + Duration::from_millis(50), future).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => Err(classify(op, &error)),
+            Err(_) => Err(StoreError::Timeout { op }),
+        }
+    }
+
+    async fn eval(&self, op: &'static str, script: &Script, keys: Vec<String>, args: Vec<String>) -> Result<Value, StoreError> {
+        let client = self.client(op)?;
+        let first: Result<Value, StoreError> =
+            self.bounded(op, client.evalsha(script.sha.as_str(), keys.clone(), args.clone())).await;
+        match first {
+            Err(StoreError::Other { detail, .. }) if detail.starts_with("NOSCRIPT") => {
+                self.bounded(op, client.script_load_cluster::<Value, _>(script.lua.as_str())).await?;
+                self.bounded(op, client.evalsha(script.sha.as_str(), keys, args)).await
+            }
+            other => other,
+        }
+    }
+}
+
+fn classify(op: &'static str, error: &fred::error::Error) -> StoreError {
+    match error.kind() {
+        ErrorKind::Timeout => StoreError::Timeout { op },
+        ErrorKind::IO | ErrorKind::Canceled | ErrorKind::Backpressure => {
+            StoreError::Connection { op, detail: error.details().to_owned() }
+        }
+        _ => StoreError::other(op, error.details().to_owned()),
+    }
+}
+
+fn text(value: &Value) -> Option<String> {
+    match value {
+        Value::Null => None,
+        other => other.as_string(),
+    }
+}
+
+fn millis(op: &'static str, value: Option<&Value>) -> Result<Timestamp, StoreError> {
+    value
+        .and_then(text)
+        .and_then(|s| s.parse::<i64>().ok())
+        .map(Timestamp::from_millis)
+        .ok_or_else(|| StoreError::other(op, "malformed timestamp in session"))
+}
+
+/// Decode the positional row written by `row()` in `prelude.lua`.
+fn session_from_row(op: &'static str, row: &Value) -> Result<SessionRecord, StoreError> {
+    let Value::Array(cells) = row else { return Err(StoreError::other(op, "malformed session row")) };
+    let cell = |n: usize| cells.get(n).and_then(text).filter(|s| !s.is_empty());
+    let malformed = || StoreError::other(op, "malformed session row");
+    Ok(SessionRecord {
+        session_id: cell(0).as_deref().and_then(SessionId::parse).ok_or_else(malformed)?,
+        user_id: cell(1).ok_or_else(malformed)?,
+        username: cell(2).ok_or_else(malformed)?,
+        user_key: cell(3).as_deref().and_then(UserKey::from_stored).ok_or_else(malformed)?,
+        created_at: millis(op, cells.get(4))?,
+        last_seen_at: millis(op, cells.get(5))?,
+        idle_expires_at: millis(op, cells.get(6))?,
+        expires_at: millis(op, cells.get(7))?,
+        ip: cell(8),
+        user_agent: cell(9),
+    })
+}
+
+fn roles_from(value: Option<&Value>) -> Vec<String> {
+    value
+        .and_then(text)
+        .map(|roles| roles.split(',').filter(|r| !r.is_empty()).map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+/// Decode the `{0} | {1} | {2, row, roles}` reply of touch/rotate.
+fn lookup_from(op: &'static str, reply: &Value) -> Result<Lookup, StoreError> {
+    let Value::Array(parts) = reply else { return Err(StoreError::other(op, "unexpected reply")) };
+    match parts.first().and_then(Value::as_i64) {
+        Some(0) => Ok(Lookup::Missing),
+        Some(1) => Ok(Lookup::Expired),
+        Some(2) => {
+            let session = session_from_row(op, parts.get(1).unwrap_or(&Value::Null))?;
+            Ok(Lookup::Found { session, roles: roles_from(parts.get(2)) })
+        }
+        _ => Err(StoreError::other(op, "unexpected reply")),
+    }
+}
+
+fn session_fields(session: &SessionRecord) -> Vec<String> {
+    let mut fields = vec![
+        "sid".to_owned(),
+        session.session_id.as_str().to_owned(),
+        "uid".to_owned(),
+        session.user_id.clone(),
+        "name".to_owned(),
+        session.username.clone(),
+        "user".to_owned(),
+        session.user_key.as_str().to_owned(),
+        "c".to_owned(),
+        session.created_at.millis().to_string(),
+        "l".to_owned(),
+        session.last_seen_at.millis().to_string(),
+        "i".to_owned(),
+        session.idle_expires_at.millis().to_string(),
+        "e".to_owned(),
+        session.expires_at.millis().to_string(),
+    ];
+    if let Some(ip) = &session.ip {
+        fields.extend(["ip".to_owned(), ip.clone()]);
+    }
+    if let Some(ua) = &session.user_agent {
+        fields.extend(["ua".to_owned(), ua.clone()]);
+    }
+    fields
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        let client = self.client("ping")?;
+        self.bounded("ping", client.ping::<Value>(None)).await.map(drop)
+    }
+
+    async fn insert_user(&self, key: &UserKey, user: &UserRecord) -> Result<bool, StoreError> {
+        let args = vec![
+            "id".to_owned(),
+            user.user_id.clone(),
+            "name".to_owned(),
+            user.username.clone(),
+            "phc".to_owned(),
+            user.password_hash.clone(),
+            "roles".to_owned(),
+            user.roles.join(","),
+            "created".to_owned(),
+            user.created_at.millis().to_string(),
+        ];
+        let reply = self.eval("insert_user", &self.scripts.insert_user, vec![keys::user(key)], args).await?;
+        Ok(reply.as_i64() == Some(1))
+    }
+
+    async fn find_user(&self, key: &UserKey) -> Result<Option<UserRecord>, StoreError> {
+        const OP: &str = "find_user";
+        let client = self.client(OP)?;
+        let fields: std::collections::HashMap<String, String> = self.bounded(OP, client.hgetall(keys::user(key))).await?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        let get = |name: &str| fields.get(name).cloned().ok_or_else(|| StoreError::other(OP, "malformed user"));
+        Ok(Some(UserRecord {
+            user_id: get("id")?,
+            username: get("name")?,
+            password_hash: get("phc")?,
+            roles: roles_from(fields.get("roles").map(|r| Value::from(r.as_str())).as_ref()),
+            created_at: Timestamp::from_millis(get("created")?.parse().unwrap_or_default()),
+        }))
+    }
+
+    async fn set_role(&self, key: &UserKey, role: &str, granted: bool) -> Result<bool, StoreError> {
+        let args = vec![role.to_owned(), if granted { "1" } else { "0" }.to_owned()];
+        let reply = self.eval("set_role", &self.scripts.set_role, vec![keys::user(key)], args).await?;
+        Ok(reply.as_i64() == Some(1))
+    }
+
+    async fn create_session(
+        &self,
+        hash: &TokenHash,
+        session: &SessionRecord,
+        max_per_user: u32,
+        now: Timestamp,
+    ) -> Result<Vec<SessionId>, StoreError> {
+        const OP: &str = "create_session";
+        let shard = hash.shard();
+        if shard != session.user_key.shard() {
+            return Err(StoreError::other(OP, "token drawn for the wrong shard"));
+        }
+        let index_ttl = session.expires_at.millis_since(now).max(1);
+        let mut args = vec![
+            keys::prefix(shard),
+            now.millis().to_string(),
+            max_per_user.to_string(),
+            hash.encoded(),
+            index_ttl.to_string(),
+        ];
+        args.extend(session_fields(session));
+        let keys = vec![keys::session(hash), keys::user_sessions(&session.user_key), keys::active(shard)];
+        let reply = self.eval(OP, &self.scripts.create, keys, args).await?;
+        let evicted = match reply {
+            Value::Array(ids) => ids.iter().filter_map(text).filter_map(|id| SessionId::parse(&id)).collect(),
+            _ => Vec::new(),
+        };
+        Ok(evicted)
+    }
+
+    async fn touch_session(&self, hash: &TokenHash, now: Timestamp, slide: Slide) -> Result<Lookup, StoreError> {
+        const OP: &str = "touch_session";
+        let shard = hash.shard();
+        let args = vec![
+            keys::prefix(shard),
+            now.millis().to_string(),
+            slide.min_interval_ms.to_string(),
+            slide.idle_ms.to_string(),
+        ];
+        let reply = self.eval(OP, &self.scripts.touch, vec![keys::session(hash), keys::active(shard)], args).await?;
+        lookup_from(OP, &reply)
+    }
+
+    async fn rotate_session(
+        &self,
+        old: &TokenHash,
+        new: &TokenHash,
+        now: Timestamp,
+        slide: Slide,
+    ) -> Result<Lookup, StoreError> {
+        const OP: &str = "rotate_session";
+        let shard = old.shard();
+        if new.shard() != shard {
+            return Err(StoreError::other(OP, "token drawn for the wrong shard"));
+        }
+        let args = vec![keys::prefix(shard), now.millis().to_string(), slide.idle_ms.to_string(), new.encoded()];
+        let keys = vec![keys::session(old), keys::session(new), keys::active(shard)];
+        let reply = self.eval(OP, &self.scripts.rotate, keys, args).await?;
+        lookup_from(OP, &reply)
+    }
+
+    async fn revoke_session(&self, hash: &TokenHash) -> Result<Option<SessionId>, StoreError> {
+        let shard = hash.shard();
+        let keys = vec![keys::session(hash), keys::active(shard)];
+        let reply = self.eval("revoke_session", &self.scripts.revoke, keys, vec![keys::prefix(shard)]).await?;
+        Ok(text(&reply).as_deref().and_then(SessionId::parse))
+    }
+
+    async fn revoke_session_by_id(&self, user: &UserKey, id: &SessionId) -> Result<bool, StoreError> {
+        let shard = user.shard();
+        let keys = vec![keys::user_sessions(user), keys::active(shard)];
+        let args = vec![keys::prefix(shard), id.as_str().to_owned()];
+        let reply = self.eval("revoke_session_by_id", &self.scripts.revoke_by_id, keys, args).await?;
+        Ok(reply.as_i64() == Some(1))
+    }
+
+    async fn revoke_user_sessions(&self, user: &UserKey, keep: Option<&SessionId>) -> Result<u64, StoreError> {
+        let shard = user.shard();
+        let keys = vec![keys::user_sessions(user), keys::active(shard)];
+        let args = vec![keys::prefix(shard), keep.map(|id| id.as_str().to_owned()).unwrap_or_default()];
+        let reply = self.eval("revoke_user_sessions", &self.scripts.revoke_all, keys, args).await?;
+        Ok(reply.as_i64().and_then(|n| u64::try_from(n).ok()).unwrap_or(0))
+    }
+
+    async fn list_sessions(&self, user: &UserKey, now: Timestamp) -> Result<Vec<SessionRecord>, StoreError> {
+        const OP: &str = "list_sessions";
+        let shard = user.shard();
+        let keys = vec![keys::user_sessions(user), keys::active(shard)];
+        let args = vec![keys::prefix(shard), now.millis().to_string()];
+        match self.eval(OP, &self.scripts.list, keys, args).await? {
+            Value::Array(rows) => rows.iter().map(|row| session_from_row(OP, row)).collect(),
+            Value::Null => Ok(Vec::new()),
+            _ => Err(StoreError::other(OP, "unexpected reply")),
+        }
+    }
+
+    async fn count_active(&self, now: Timestamp) -> Result<u64, StoreError> {
+        const OP: &str = "count_active";
+        let client = self.client(OP)?;
+        let pipeline = client.pipeline();
+        // Deadlines are whole milliseconds: "after now" is "at least now + 1".
+        #[allow(clippy::cast_precision_loss)]
+        let lower = (now.millis() + 1) as f64;
+        for shard in Shard::all() {
+            let queued: Result<(), _> = pipeline.zcount(keys::active(shard), lower, f64::INFINITY).await;
+            queued.map_err(|e| classify(OP, &e))?;
+        }
+        let counts: Vec<i64> = self.bounded(OP, pipeline.all()).await?;
+        Ok(counts.into_iter().map(|n| u64::try_from(n).unwrap_or(0)).sum())
+    }
+
+    async fn prune_expired(&self, now: Timestamp) -> Result<(), StoreError> {
+        const OP: &str = "prune_expired";
+        let client = self.client(OP)?;
+        let pipeline = client.pipeline();
+        let upper = now.millis().to_string();
+        for shard in Shard::all() {
+            let queued: Result<(), _> = pipeline.zremrangebyscore(keys::active(shard), "-inf", upper.as_str()).await;
+            queued.map_err(|e| classify(OP, &e))?;
+        }
+        let _: Vec<i64> = self.bounded(OP, pipeline.all()).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,378 @@
+//! Test harness: a real `redis-server` on a free port (killed on drop), sessiond on port 0,
+//! and small HTTP/RESP helpers.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::{Response, StatusCode};
+use serde_json::{json, Value};
+use sessiond::{Application, Config};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Password used by helpers.
+pub const PASSWORD: &str = "correct horse battery";
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// A throwaway `redis-server`: temp dir, no persistence, killed on drop.
+pub struct RedisServer {
+    child: Option<Child>,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    pub fn start() -> Self {
+        Self::start_on(free_port())
+    }
+
+    pub fn start_on(port: u16) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut server = Self { child: None, port, dir };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let bin = std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "redis-server".to_owned());
+        let child = Command::new(&bin)
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--daemonize", "no", "--loglevel", "warning"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start `{bin}` ({e}). These tests need a real Redis: install it with \
+                     `apt-get install -y redis-server`, or point REDIS_SERVER_BIN at a redis-server binary"
+                )
+            });
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if matches!(self.try_cmd(&["PING"]), Ok(Resp::Simple(s)) if s == "PONG") {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server on port {} did not answer PING within 10 s", self.port);
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kill the server (connections refused from now on).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Start again on the same port (empty dataset).
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let ok = Command::new("kill").args([sig, &pid]).status().expect("kill").success();
+        assert!(ok, "kill {sig} {pid} failed");
+    }
+
+    /// Freeze the process: connections stay open, nothing answers (a hung Redis).
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    pub fn try_cmd(&self, args: &[&str]) -> std::io::Result<Resp> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut out = format!("*{}\r\n", args.len());
+        for arg in args {
+            out.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+        }
+        stream.write_all(out.as_bytes())?;
+        let mut reader = BufReader::new(stream);
+        read_resp(&mut reader)
+    }
+
+    /// Run a command and return its reply.
+    pub fn cmd(&self, args: &[&str]) -> Resp {
+        self.try_cmd(args).unwrap_or_else(|e| panic!("redis {args:?}: {e}"))
+    }
+
+    /// Every key in the (small, test-only) dataset.
+    pub fn keys(&self) -> Vec<String> {
+        self.cmd(&["KEYS", "*"]).strings()
+    }
+
+    /// Calls of one command since start (`INFO commandstats`).
+    pub fn command_calls(&self, command: &str) -> u64 {
+        let info = self.cmd(&["INFO", "commandstats"]).text();
+        let needle = format!("cmdstat_{}:calls=", command.to_ascii_lowercase());
+        info.lines()
+            .find_map(|line| line.strip_prefix(&needle))
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(child) = &self.child {
+            // A paused server must be resumed to die cleanly.
+            let _ = Command::new("kill").args(["-CONT", &child.id().to_string()]).status();
+        }
+        self.stop();
+    }
+}
+
+/// A RESP reply.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resp {
+    Simple(String),
+    Error(String),
+    Int(i64),
+    Bulk(Option<String>),
+    Array(Vec<Resp>),
+}
+
+impl Resp {
+    pub fn text(&self) -> String {
+        match self {
+            Resp::Simple(s) | Resp::Error(s) | Resp::Bulk(Some(s)) => s.clone(),
+            Resp::Int(n) => n.to_string(),
+            other => panic!("not text: {other:?}"),
+        }
+    }
+    pub fn int(&self) -> i64 {
+        match self {
+            Resp::Int(n) => *n,
+            other => panic!("not an integer: {other:?}"),
+        }
+    }
+    pub fn strings(&self) -> Vec<String> {
+        match self {
+            Resp::Array(items) => items.iter().map(Resp::text).collect(),
+            other => panic!("not an array: {other:?}"),
+        }
+    }
+}
+
+fn read_resp(reader: &mut impl BufRead) -> std::io::Result<Resp> {
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let line = line.trim_end_matches("\r\n");
+    let (kind, rest) = line.split_at(1.min(line.len()));
+    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, format!("bad RESP line {line:?}"));
+    Ok(match kind {
+        "+" => Resp::Simple(rest.to_owned()),
+        "-" => Resp::Error(rest.to_owned()),
+        ":" => Resp::Int(rest.parse().map_err(|_| bad())?),
+        "$" => {
+            let len: i64 = rest.parse().map_err(|_| bad())?;
+            if len < 0 {
+                Resp::Bulk(None)
+            } else {
+                let mut buf = vec![0u8; usize::try_from(len).map_err(|_| bad())? + 2];
+                reader.read_exact(&mut buf)?;
+                buf.truncate(buf.len() - 2);
+                Resp::Bulk(Some(String::from_utf8_lossy(&buf).into_owned()))
+            }
+        }
+        "*" => {
+            let len: i64 = rest.parse().map_err(|_| bad())?;
+            let mut items = Vec::new();
+            for _ in 0..len.max(0) {
+                items.push(read_resp(reader)?);
+            }
+            Resp::Array(items)
+        }
+        _ => return Err(bad()),
+    })
+}
+
+/// A configuration for tests: port 0, cheap argon2, non-secure cookies.
+pub fn test_config(redis: Option<&RedisServer>) -> Config {
+    let mut config = Config::try_from_args(["sessiond"]).unwrap_or_else(|_| panic!("default config"));
+    config.listen = "127.0.0.1:0".parse().expect("addr");
+    config.redis_url = redis.map(RedisServer::url);
+    config.cookie_secure = false;
+    config.argon2_memory_kib = 256;
+    config.argon2_iterations = 1;
+    config.shutdown_timeout = Duration::from_secs(5);
+    config
+}
+
+/// A running sessiond.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+pub async fn spawn_app(redis: Option<&RedisServer>) -> TestApp {
+    spawn_app_with(redis, |_| {}).await
+}
+
+pub async fn spawn_app_with(redis: Option<&RedisServer>, tweak: impl FnOnce(&mut Config)) -> TestApp {
+    let mut config = test_config(redis);
+    tweak(&mut config);
+    spawn_config(config).await
+}
+
+pub async fn spawn_config(config: Config) -> TestApp {
+    let redis = config.redis_url.is_some();
+    let app = Application::build(config).await.expect("build app");
+    let addr = app.local_addr().expect("addr");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let handle = tokio::spawn(app.run_until(async move {
+        let _ = stopped.await;
+    }));
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(15))
+        .build()
+        .expect("client");
+    let app = TestApp { addr, client, stop: Some(stop), handle: Some(handle) };
+    if redis {
+        app.wait_ready().await;
+    }
+    app
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Wait until `/readyz` answers 200 (the Redis pool connects in the background).
+    pub async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(r) = self.client.get(self.url("/readyz")).send().await {
+                if r.status() == StatusCode::OK {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("sessiond never became ready");
+    }
+
+    /// Ask the instance to stop and wait until it has.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(handle) = self.handle.take() {
+            handle.await.expect("join").expect("run");
+        }
+    }
+
+    pub fn stop_signal(&mut self) -> oneshot::Sender<()> {
+        self.stop.take().expect("not yet stopped")
+    }
+
+    pub fn take_handle(&mut self) -> JoinHandle<anyhow::Result<()>> {
+        self.handle.take().expect("running")
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> Response {
+        self.client.post(self.url(path)).json(body).send().await.expect("request")
+    }
+
+    pub async fn register(&self, username: &str, password: &str) -> Response {
+        self.post_json("/v1/auth/register", &json!({ "username": username, "password": password })).await
+    }
+
+    pub async fn login_response(&self, username: &str, password: &str) -> Response {
+        self.post_json("/v1/auth/login", &json!({ "username": username, "password": password })).await
+    }
+
+    /// Register (if needed) and log in; returns the login body.
+    pub async fn signup_login(&self, username: &str) -> Value {
+        let r = self.register(username, PASSWORD).await;
+        assert!(r.status() == StatusCode::CREATED || r.status() == StatusCode::CONFLICT, "register: {}", r.status());
+        self.login(username).await
+    }
+
+    pub async fn login(&self, username: &str) -> Value {
+        let r = self.login_response(username, PASSWORD).await;
+        assert_eq!(r.status(), StatusCode::OK, "login {username}");
+        r.json().await.expect("login json")
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Response {
+        self.client.get(self.url(path)).bearer_auth(token).send().await.expect("request")
+    }
+
+    pub async fn post(&self, path: &str, token: &str) -> Response {
+        self.client.post(self.url(path)).bearer_auth(token).send().await.expect("request")
+    }
+
+    pub async fn delete(&self, path: &str, token: &str) -> Response {
+        self.client.delete(self.url(path)).bearer_auth(token).send().await.expect("request")
+    }
+
+    pub async fn profile_status(&self, token: &str) -> StatusCode {
+        self.get("/v1/profile", token).await.status()
+    }
+
+    pub async fn session_ids(&self, token: &str) -> Vec<String> {
+        let r = self.get("/v1/sessions", token).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        let body: Value = r.json().await.expect("json");
+        body["sessions"].as_array().expect("array").iter().map(|s| s["session_id"].as_str().expect("id").to_owned()).collect()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(handle) = &self.handle {
+            handle.abort();
+        }
+    }
+}
+
+pub fn token_of(body: &Value) -> String {
+    body["token"].as_str().expect("token").to_owned()
+}
+
+/// Assert a problem+json response and return its body.
+pub async fn assert_problem(response: Response, status: StatusCode) -> Value {
+    assert_eq!(response.status(), status, "status");
+    let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    assert_eq!(content_type, "application/problem+json");
+    let body: Value = response.json().await.expect("problem json");
+    assert_eq!(body["status"], status.as_u16());
+    for field in ["type", "title", "detail"] {
+        assert!(body[field].is_string(), "problem lacks {field}: {body}");
+    }
+    body
+}
+
+/// Unique usernames per test.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!("{prefix}{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}

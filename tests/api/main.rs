@@ -1,0 +1,12 @@
+//! Black-box tests: real HTTP on an ephemeral port, a real `redis-server` on a free port.
+
+mod helpers;
+
+mod auth;
+mod bad_input;
+mod concurrency;
+mod expiry;
+mod lifecycle;
+mod outage;
+mod sessions;
+mod store_contract;
