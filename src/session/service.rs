@@ -164,8 +164,13 @@ impl SessionService {
     ///
     /// # Errors
     /// 503 when the store is unavailable.
+    ///
+    /// The session is ended by its id, not by the presented token: a refresh racing this
+    /// logout may already have moved the session to a new token, and an acknowledged logout
+    /// must end the session whichever token it now answers to.
     pub async fn logout(&self, auth: &Authenticated) -> Result<(), Error> {
-        if let Some(id) = self.store.revoke_session(&auth.hash).await? {
+        let id = &auth.session.session_id;
+        if self.store.revoke_session_by_id(&auth.session.user_key, id).await? {
             tracing::info!(session_id = id.as_str(), reason = ?RevokeReason::Logout, "session revoked");
         }
         Ok(())

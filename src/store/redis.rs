@@ -468,9 +468,10 @@ impl Store for RedisStore {
         const OP: &str = "prune_expired";
         let client = self.client(OP)?;
         let pipeline = client.pipeline();
-        let upper = now.millis().to_string();
+        #[allow(clippy::cast_precision_loss)]
+        let upper = now.millis() as f64;
         for shard in Shard::all() {
-            let queued: Result<(), _> = pipeline.zremrangebyscore(keys::active(shard), "-inf", upper.as_str()).await;
+            let queued: Result<(), _> = pipeline.zremrangebyscore(keys::active(shard), f64::NEG_INFINITY, upper).await;
             queued.map_err(|e| classify(OP, &e))?;
         }
         let _: Vec<i64> = self.bounded(OP, pipeline.all()).await?;

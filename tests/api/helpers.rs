@@ -236,11 +236,15 @@ pub async fn spawn_app(redis: Option<&RedisServer>) -> TestApp {
 pub async fn spawn_app_with(redis: Option<&RedisServer>, tweak: impl FnOnce(&mut Config)) -> TestApp {
     let mut config = test_config(redis);
     tweak(&mut config);
-    spawn_config(config).await
+    let app = spawn_config(config).await;
+    if redis.is_some() {
+        app.wait_ready().await;
+    }
+    app
 }
 
+/// Start an instance without waiting for its store.
 pub async fn spawn_config(config: Config) -> TestApp {
-    let redis = config.redis_url.is_some();
     let app = Application::build(config).await.expect("build app");
     let addr = app.local_addr().expect("addr");
     let (stop, stopped) = oneshot::channel::<()>();
@@ -252,11 +256,7 @@ pub async fn spawn_config(config: Config) -> TestApp {
         .timeout(Duration::from_secs(15))
         .build()
         .expect("client");
-    let app = TestApp { addr, client, stop: Some(stop), handle: Some(handle) };
-    if redis {
-        app.wait_ready().await;
-    }
-    app
+    TestApp { addr, client, stop: Some(stop), handle: Some(handle) }
 }
 
 impl TestApp {

@@ -1,1 +1,112 @@
+//! Listing and revoking one's own sessions; the per-user cap.
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
 use crate::helpers::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_is_newest_first_and_marks_the_current_session() {
+    let redis = RedisServer::start();
+    let app = spawn_app(Some(&redis)).await;
+    app.register("lister", PASSWORD).await;
+    let mut ids = Vec::new();
+    for agent in ["agent/1", "agent/2", "agent/3"] {
+        let r = app
+            .client
+            .post(app.url("/v1/auth/login"))
+            .header("user-agent", agent)
+            .json(&serde_json::json!({ "username": "lister", "password": PASSWORD }))
+            .send()
+            .await
+            .expect("send");
+        let body: Value = r.json().await.expect("json");
+        ids.push((body["session_id"].as_str().expect("id").to_owned(), token_of(&body)));
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let (middle_id, middle_token) = &ids[1];
+    let r = app.get("/v1/sessions", middle_token).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let body: Value = r.json().await.expect("json");
+    let sessions = body["sessions"].as_array().expect("array");
+    let listed: Vec<&str> = sessions.iter().map(|s| s["session_id"].as_str().expect("id")).collect();
+    assert_eq!(listed, vec![ids[2].0.as_str(), ids[1].0.as_str(), ids[0].0.as_str()]);
+    for s in sessions {
+        assert_eq!(s["current"], s["session_id"].as_str() == Some(middle_id.as_str()));
+        assert_eq!(s["ip"], "127.0.0.1");
+        for field in ["created_at", "last_seen_at", "expires_at"] {
+            assert!(s[field].is_string());
+        }
+    }
+    assert_eq!(sessions[0]["user_agent"], "agent/3");
+
+    // Other users see only their own.
+    let other = token_of(&app.signup_login("someone-else").await);
+    assert_eq!(app.session_ids(&other).await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_one_session_by_id_is_limited_to_the_owner() {
+    let redis = RedisServer::start();
+    let app = spawn_app(Some(&redis)).await;
+    let mine_a = app.signup_login("owner").await;
+    let mine_b = app.login("owner").await;
+    let theirs = app.signup_login("intruder").await;
+    let target = mine_b["session_id"].as_str().expect("id");
+
+    // Knowing a session id neither authenticates nor lets another user revoke it.
+    assert_eq!(app.profile_status(target).await, StatusCode::UNAUTHORIZED);
+    let r = app.delete(&format!("/v1/sessions/{target}"), &token_of(&theirs)).await;
+    assert_problem(r, StatusCode::NOT_FOUND).await;
+    assert_eq!(app.profile_status(&token_of(&mine_b)).await, StatusCode::OK);
+
+    let r = app.delete(&format!("/v1/sessions/{target}"), &token_of(&mine_a)).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(app.profile_status(&token_of(&mine_b)).await, StatusCode::UNAUTHORIZED);
+    assert_problem(app.delete(&format!("/v1/sessions/{target}"), &token_of(&mine_a)).await, StatusCode::NOT_FOUND).await;
+    assert_eq!(app.profile_status(&token_of(&mine_a)).await, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_everywhere_with_and_without_the_current_session() {
+    let redis = RedisServer::start();
+    let app = spawn_app(Some(&redis)).await;
+    let a = token_of(&app.signup_login("everywhere").await);
+    let b = token_of(&app.login("everywhere").await);
+    let c = token_of(&app.login("everywhere").await);
+    let bystander = token_of(&app.signup_login("bystander").await);
+
+    let r = app.delete("/v1/sessions?except_current=true", &a).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(app.profile_status(&a).await, StatusCode::OK);
+    assert_eq!(app.profile_status(&b).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(app.profile_status(&c).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(app.session_ids(&a).await.len(), 1);
+
+    let d = token_of(&app.login("everywhere").await);
+    assert_eq!(app.delete("/v1/sessions", &d).await.status(), StatusCode::NO_CONTENT);
+    assert_eq!(app.profile_status(&a).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(app.profile_status(&d).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(app.profile_status(&bystander).await, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_oldest_session_is_revoked_past_the_cap() {
+    let redis = RedisServer::start();
+    let app = spawn_app_with(Some(&redis), |c| c.max_sessions_per_user = 3).await;
+    let first = app.signup_login("capped").await;
+    let mut later = Vec::new();
+    for _ in 0..3 {
+        tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+        later.push(app.login("capped").await);
+    }
+    assert_eq!(app.profile_status(&token_of(&first)).await, StatusCode::UNAUTHORIZED);
+    let newest = token_of(&later[2]);
+    let listed = app.session_ids(&newest).await;
+    assert_eq!(listed.len(), 3);
+    assert!(!listed.iter().any(|id| Some(id.as_str()) == first["session_id"].as_str()));
+    for body in &later {
+        assert_eq!(app.profile_status(&token_of(body)).await, StatusCode::OK);
+    }
+}

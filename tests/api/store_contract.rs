@@ -1,1 +1,291 @@
-use crate::helpers::*;
+//! One contract, every backend: the in-memory store (the reference model) and Redis (real
+//! `redis-server`) must answer every operation identically.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sessiond::session::{SessionId, SessionToken, Slide, Timestamp, TokenHash};
+use sessiond::store::memory::MemoryStore;
+use sessiond::store::redis::{RedisSettings, RedisStore};
+use sessiond::store::{Lookup, SessionRecord, Store, UserRecord};
+use sessiond::users::{UserKey, Username};
+
+use crate::helpers::RedisServer;
+
+const IDLE_MS: i64 = 60_000;
+const ABS_MS: i64 = 600_000;
+const NO_SLIDE: Slide = Slide { idle_ms: IDLE_MS, min_interval_ms: i64::MAX };
+const ALWAYS_SLIDE: Slide = Slide { idle_ms: IDLE_MS, min_interval_ms: 0 };
+
+fn key(name: &str) -> UserKey {
+    Username::parse(name).expect("valid username").key()
+}
+
+fn user(name: &str) -> UserRecord {
+    UserRecord {
+        user_id: format!("id-{name}"),
+        username: name.to_owned(),
+        password_hash: "$argon2id$v=19$m=256,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA".to_owned(),
+        roles: vec!["user".to_owned()],
+        created_at: Timestamp::now(),
+    }
+}
+
+/// A fresh session for `name` created at `now` with the contract's timeouts.
+fn session(name: &str, now: Timestamp) -> (TokenHash, SessionRecord) {
+    let user_key = key(name);
+    let (_, hash) = SessionToken::generate_in(user_key.shard()).expect("rng");
+    let record = SessionRecord {
+        session_id: SessionId::generate().expect("rng"),
+        user_id: format!("id-{name}"),
+        username: name.to_owned(),
+        user_key,
+        created_at: now,
+        last_seen_at: now,
+        idle_expires_at: Timestamp::from_millis(now.millis() + IDLE_MS),
+        expires_at: Timestamp::from_millis(now.millis() + ABS_MS),
+        ip: Some("192.0.2.1".to_owned()),
+        user_agent: Some("contract/1.0".to_owned()),
+    };
+    (hash, record)
+}
+
+async fn create(store: &dyn Store, name: &str, now: Timestamp) -> (TokenHash, SessionRecord) {
+    let (hash, record) = session(name, now);
+    let evicted = store.create_session(&hash, &record, 0, now).await.expect("create");
+    assert!(evicted.is_empty());
+    (hash, record)
+}
+
+fn found(lookup: Lookup) -> (SessionRecord, Vec<String>) {
+    match lookup {
+        Lookup::Found { session, roles } => (session, roles),
+        other => panic!("expected a live session, got {other:?}"),
+    }
+}
+
+async fn users_are_unique_and_roles_change(store: Arc<dyn Store>) {
+    let alice = key("Alice");
+    assert!(store.insert_user(&alice, &user("Alice")).await.expect("insert"));
+    assert!(!store.insert_user(&key("ALICE"), &user("ALICE")).await.expect("insert again"), "case-insensitive uniqueness");
+    let stored = store.find_user(&key("alice")).await.expect("find").expect("present");
+    assert_eq!(stored, user("Alice").clone_with_created(stored.created_at));
+    assert!(store.find_user(&key("nobody")).await.expect("find").is_none());
+
+    assert!(store.set_role(&alice, "admin", true).await.expect("grant"));
+    assert!(store.set_role(&alice, "admin", true).await.expect("grant twice"));
+    let roles = store.find_user(&alice).await.expect("find").expect("present").roles;
+    assert_eq!(roles, vec!["user".to_owned(), "admin".to_owned()]);
+    assert!(store.set_role(&alice, "admin", false).await.expect("revoke"));
+    assert_eq!(store.find_user(&alice).await.expect("find").expect("present").roles, vec!["user".to_owned()]);
+    assert!(!store.set_role(&key("nobody"), "admin", true).await.expect("unknown"));
+}
+
+trait WithCreated {
+    fn clone_with_created(&self, at: Timestamp) -> Self;
+}
+impl WithCreated for UserRecord {
+    fn clone_with_created(&self, at: Timestamp) -> Self {
+        Self { created_at: at, ..self.clone() }
+    }
+}
+
+async fn created_sessions_validate_with_roles(store: Arc<dyn Store>) {
+    store.insert_user(&key("bob"), &user("bob")).await.expect("insert");
+    store.set_role(&key("bob"), "admin", true).await.expect("grant");
+    let now = Timestamp::now();
+    let (hash, record) = create(&*store, "bob", now).await;
+    let (session, roles) = found(store.touch_session(&hash, now, NO_SLIDE).await.expect("touch"));
+    assert_eq!(session, record);
+    assert_eq!(roles, vec!["user".to_owned(), "admin".to_owned()]);
+    let (_, stranger) = session_hash("bob");
+    assert_eq!(store.touch_session(&stranger, now, NO_SLIDE).await.expect("touch"), Lookup::Missing);
+}
+
+fn session_hash(name: &str) -> (SessionToken, TokenHash) {
+    SessionToken::generate_in(key(name).shard()).expect("rng")
+}
+
+async fn idle_deadline_slides_only_when_due(store: Arc<dyn Store>) {
+    let t0 = Timestamp::now();
+    let (hash, record) = create(&*store, "carol", t0).await;
+    let later = Timestamp::from_millis(t0.millis() + 1_000);
+    let (unchanged, _) = found(store.touch_session(&hash, later, NO_SLIDE).await.expect("touch"));
+    assert_eq!(unchanged.last_seen_at, record.last_seen_at, "no write before the slide interval");
+    assert_eq!(unchanged.idle_expires_at, record.idle_expires_at);
+
+    let (slid, _) = found(store.touch_session(&hash, later, ALWAYS_SLIDE).await.expect("touch"));
+    assert_eq!(slid.last_seen_at, later);
+    assert_eq!(slid.idle_expires_at, Timestamp::from_millis(later.millis() + IDLE_MS));
+    assert_eq!(slid.expires_at, record.expires_at, "absolute deadline never moves");
+    let (again, _) = found(store.touch_session(&hash, later, NO_SLIDE).await.expect("touch"));
+    assert_eq!(again, slid, "the slide was persisted");
+
+    // Near the absolute deadline the idle deadline is capped by it.
+    let (short, mut record) = session("carol", t0);
+    record.expires_at = Timestamp::from_millis(t0.millis() + IDLE_MS / 2);
+    record.idle_expires_at = record.expires_at;
+    store.create_session(&short, &record, 0, t0).await.expect("create");
+    let (capped, _) = found(store.touch_session(&short, later, ALWAYS_SLIDE).await.expect("touch"));
+    assert_eq!(capped.idle_expires_at, record.expires_at);
+}
+
+async fn sessions_past_their_deadline_are_expired_then_gone(store: Arc<dyn Store>) {
+    let t0 = Timestamp::now();
+    let (hash, record) = create(&*store, "dave", t0).await;
+    let after_idle = Timestamp::from_millis(record.idle_expires_at.millis() + 1);
+    assert_eq!(store.touch_session(&hash, after_idle, NO_SLIDE).await.expect("touch"), Lookup::Expired);
+    assert_eq!(store.touch_session(&hash, t0, NO_SLIDE).await.expect("touch"), Lookup::Missing);
+    assert!(store.list_sessions(&key("dave"), t0).await.expect("list").is_empty());
+    assert_eq!(store.count_active(t0).await.expect("count"), 0);
+}
+
+async fn rotation_moves_the_session_to_a_new_token(store: Arc<dyn Store>) {
+    let t0 = Timestamp::now();
+    let (old, record) = create(&*store, "erin", t0).await;
+    let (_, new) = session_hash("erin");
+    let later = Timestamp::from_millis(t0.millis() + 5_000);
+    let (rotated, _) = found(store.rotate_session(&old, &new, later, ALWAYS_SLIDE).await.expect("rotate"));
+    assert_eq!(rotated.session_id, record.session_id);
+    assert_eq!(rotated.created_at, record.created_at);
+    assert_eq!(rotated.expires_at, record.expires_at);
+    assert_eq!(rotated.idle_expires_at, Timestamp::from_millis(later.millis() + IDLE_MS));
+    assert_eq!(store.touch_session(&old, later, NO_SLIDE).await.expect("touch"), Lookup::Missing);
+    found(store.touch_session(&new, later, NO_SLIDE).await.expect("touch"));
+    let listed = store.list_sessions(&key("erin"), later).await.expect("list");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].session_id, record.session_id);
+    // Revoking by id after rotation finds the session under its new token.
+    assert!(store.revoke_session_by_id(&key("erin"), &record.session_id).await.expect("revoke"));
+    assert_eq!(store.touch_session(&new, later, NO_SLIDE).await.expect("touch"), Lookup::Missing);
+    // Rotating a session that is gone does nothing.
+    let (_, newer) = session_hash("erin");
+    assert_eq!(store.rotate_session(&new, &newer, later, ALWAYS_SLIDE).await.expect("rotate"), Lookup::Missing);
+    assert_eq!(store.touch_session(&newer, later, NO_SLIDE).await.expect("touch"), Lookup::Missing);
+}
+
+async fn revocation_is_exact(store: Arc<dyn Store>) {
+    let now = Timestamp::now();
+    let (a, ra) = create(&*store, "frank", now).await;
+    let (b, rb) = create(&*store, "frank", now).await;
+    let (c, rc) = create(&*store, "frank", now).await;
+    let (g, rg) = create(&*store, "grace", now).await;
+    assert_eq!(store.count_active(now).await.expect("count"), 4);
+
+    assert_eq!(store.revoke_session(&a).await.expect("revoke"), Some(ra.session_id.clone()));
+    assert_eq!(store.revoke_session(&a).await.expect("revoke again"), None);
+    assert_eq!(store.touch_session(&a, now, NO_SLIDE).await.expect("touch"), Lookup::Missing);
+
+    // By id: only the owner's index can find it.
+    assert!(!store.revoke_session_by_id(&key("grace"), &rb.session_id).await.expect("not hers"));
+    found(store.touch_session(&b, now, NO_SLIDE).await.expect("still live"));
+    assert!(store.revoke_session_by_id(&key("frank"), &rb.session_id).await.expect("his"));
+    assert!(!store.revoke_session_by_id(&key("frank"), &rb.session_id).await.expect("gone"));
+
+    // All but one.
+    let (d, rd) = create(&*store, "frank", now).await;
+    assert_eq!(store.revoke_user_sessions(&key("frank"), Some(&rd.session_id)).await.expect("all"), 1);
+    assert_eq!(store.touch_session(&c, now, NO_SLIDE).await.expect("touch"), Lookup::Missing);
+    found(store.touch_session(&d, now, NO_SLIDE).await.expect("kept"));
+    assert_eq!(store.revoke_user_sessions(&key("frank"), None).await.expect("all"), 1);
+    assert!(store.list_sessions(&key("frank"), now).await.expect("list").is_empty());
+    let _ = rc;
+
+    // Other users are untouched.
+    let listed = store.list_sessions(&key("grace"), now).await.expect("list");
+    assert_eq!(listed, vec![rg]);
+    found(store.touch_session(&g, now, NO_SLIDE).await.expect("grace"));
+    assert_eq!(store.count_active(now).await.expect("count"), 1);
+}
+
+async fn the_cap_evicts_the_oldest(store: Arc<dyn Store>) {
+    let t0 = Timestamp::now().millis();
+    let mut made: Vec<(TokenHash, SessionRecord)> = Vec::new();
+    for n in 0..4 {
+        let at = Timestamp::from_millis(t0 + n * 10);
+        let (hash, record) = session("heidi", at);
+        let evicted = store.create_session(&hash, &record, 3, at).await.expect("create");
+        if n < 3 {
+            assert!(evicted.is_empty(), "under the cap");
+        } else {
+            assert_eq!(evicted, vec![made[0].1.session_id.clone()], "the oldest goes");
+        }
+        made.push((hash, record));
+    }
+    let now = Timestamp::from_millis(t0 + 100);
+    assert_eq!(store.touch_session(&made[0].0, now, NO_SLIDE).await.expect("touch"), Lookup::Missing);
+    let mut listed: Vec<_> = store.list_sessions(&key("heidi"), now).await.expect("list").into_iter().map(|s| s.session_id).collect();
+    listed.sort();
+    let mut expected: Vec<_> = made[1..].iter().map(|(_, r)| r.session_id.clone()).collect();
+    expected.sort();
+    assert_eq!(listed, expected);
+    assert_eq!(store.count_active(now).await.expect("count"), 3);
+}
+
+async fn active_count_is_exact_and_excludes_expired(store: Arc<dyn Store>) {
+    let now = Timestamp::now();
+    for n in 0..25 {
+        create(&*store, &format!("user{n:02}"), now).await;
+    }
+    assert_eq!(store.count_active(now).await.expect("count"), 25);
+    let after_idle = Timestamp::from_millis(now.millis() + IDLE_MS + 1);
+    assert_eq!(store.count_active(after_idle).await.expect("count"), 0, "deadline passed for all");
+    store.prune_expired(now).await.expect("prune");
+    assert_eq!(store.count_active(now).await.expect("count"), 25, "pruning keeps live sessions");
+    store.prune_expired(after_idle).await.expect("prune");
+    assert_eq!(store.count_active(now).await.expect("count"), 0, "pruned bookkeeping of expired sessions");
+}
+
+async fn lists_skip_expired_sessions(store: Arc<dyn Store>) {
+    let t0 = Timestamp::now();
+    let (_, early) = create(&*store, "ivan", t0).await;
+    let t1 = Timestamp::from_millis(t0.millis() + IDLE_MS / 2);
+    let (_, late) = create(&*store, "ivan", t1).await;
+    let listed = store.list_sessions(&key("ivan"), t0).await.expect("list");
+    assert_eq!(listed.len(), 2);
+    let after_first = Timestamp::from_millis(early.idle_expires_at.millis() + 1);
+    let listed = store.list_sessions(&key("ivan"), after_first).await.expect("list");
+    assert_eq!(listed, vec![late]);
+}
+
+macro_rules! contract {
+    ($($case:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case(std::sync::Arc::new(super::MemoryStore::new())).await;
+                }
+            )*
+        }
+        mod redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let server = super::RedisServer::start();
+                    let store = super::redis_store(&server).await;
+                    super::$case(store).await;
+                }
+            )*
+        }
+    };
+}
+
+async fn redis_store(server: &RedisServer) -> Arc<dyn Store> {
+    let store = RedisStore::connect(&RedisSettings { url: server.url(), timeout: Duration::from_millis(500), pool_size: 2 })
+        .expect("connect");
+    store.wait_connected(Duration::from_secs(5)).await.expect("redis reachable");
+    Arc::new(store)
+}
+
+contract!(
+    users_are_unique_and_roles_change,
+    created_sessions_validate_with_roles,
+    idle_deadline_slides_only_when_due,
+    sessions_past_their_deadline_are_expired_then_gone,
+    rotation_moves_the_session_to_a_new_token,
+    revocation_is_exact,
+    the_cap_evicts_the_oldest,
+    active_count_is_exact_and_excludes_expired,
+    lists_skip_expired_sessions,
+);
