@@ -55,16 +55,32 @@ impl Application {
         let ready = Arc::new(AtomicBool::new(true));
         let state = AppState {
             sessions: SessionService::new(store.clone(), passwords.clone(), policy),
-            users: UserService::new(store.clone(), passwords, usize::from(config.password_min_length)),
-            cookie: Arc::new(CookieSettings { name: config.cookie_name.clone(), secure: config.cookie_secure }),
+            users: UserService::new(
+                store.clone(),
+                passwords,
+                usize::from(config.password_min_length),
+            ),
+            cookie: Arc::new(CookieSettings {
+                name: config.cookie_name.clone(),
+                secure: config.cookie_secure,
+            }),
             ready: ready.clone(),
         };
-        let settings = HttpSettings { request_timeout: config.request_timeout, cors_origins: config.cors_origins.clone() };
+        let settings = HttpSettings {
+            request_timeout: config.request_timeout,
+            cors_origins: config.cors_origins.clone(),
+        };
         let router = http::router(state, &settings);
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {} (SESSIOND_LISTEN)", config.listen))?;
-        Ok(Self { listener, router, store, ready, config })
+        Ok(Self {
+            listener,
+            router,
+            store,
+            ready,
+            config,
+        })
     }
 
     /// The bound address (the real port when configured with port 0).
@@ -88,8 +104,17 @@ impl Application {
     ///
     /// # Errors
     /// None today; the signature leaves room for start-up failures.
-    pub async fn run_until(self, stop: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Self { listener, router, store, ready, config } = self;
+    pub async fn run_until(
+        self,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Self {
+            listener,
+            router,
+            store,
+            ready,
+            config,
+        } = self;
         tracing::info!(
             listen = %listener.local_addr()?,
             store = if config.redis_url.is_some() { "redis" } else { "memory" },
@@ -103,7 +128,14 @@ impl Application {
             tracing::info!(?drain, "shutdown requested; readiness withdrawn");
             tokio::time::sleep(drain).await;
         };
-        http::serve(listener, router, config.header_read_timeout, shutdown, config.shutdown_timeout).await;
+        http::serve(
+            listener,
+            router,
+            config.header_read_timeout,
+            shutdown,
+            config.shutdown_timeout,
+        )
+        .await;
         pruner.abort();
         tracing::info!("sessiond stopped");
         Ok(())

@@ -15,7 +15,11 @@ use clap::{ArgAction, CommandFactory, Parser, Subcommand, ValueEnum};
 
 /// The service's configuration. Field docs double as `--help` text.
 #[derive(Clone, Parser)]
-#[command(name = "sessiond", version, about = "A session service for API consumers, backed by Redis")]
+#[command(
+    name = "sessiond",
+    version,
+    about = "A session service for API consumers, backed by Redis"
+)]
 pub struct Config {
     /// Address of the public API listener.
     #[arg(long, env = "SESSIOND_LISTEN", default_value = "127.0.0.1:8080")]
@@ -162,7 +166,9 @@ impl Config {
         T: Into<std::ffi::OsString> + Clone,
     {
         let config = Self::try_parse_from(args).map_err(one_line)?;
-        config.validate().map_err(|message| ConfigExit { message, code: 2 })?;
+        config
+            .validate()
+            .map_err(|message| ConfigExit { message, code: 2 })?;
         Ok(config)
     }
 
@@ -214,10 +220,16 @@ impl fmt::Debug for Config {
 fn one_line(error: clap::Error) -> ConfigExit {
     match error.kind() {
         ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
-            return ConfigExit { message: error.render().to_string(), code: 0 }
+            return ConfigExit {
+                message: error.render().to_string(),
+                code: 0,
+            }
         }
         ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
-            return ConfigExit { message: error.render().to_string(), code: 2 }
+            return ConfigExit {
+                message: error.render().to_string(),
+                code: 2,
+            }
         }
         _ => {}
     }
@@ -230,12 +242,19 @@ fn one_line(error: clap::Error) -> ConfigExit {
         _ => None,
     };
     let name = arg.as_deref().map(|arg| {
-        let long = arg.trim_start_matches('-').split([' ', '=']).next().unwrap_or_default();
+        let long = arg
+            .trim_start_matches('-')
+            .split([' ', '='])
+            .next()
+            .unwrap_or_default();
         Config::command()
             .get_arguments()
             .find(|a| a.get_long() == Some(long))
             .and_then(|a| a.get_env())
-            .map_or_else(|| arg.to_owned(), |env| format!("{} ({arg})", env.to_string_lossy()))
+            .map_or_else(
+                || arg.to_owned(),
+                |env| format!("{} ({arg})", env.to_string_lossy()),
+            )
     });
     let reason = error
         .source()
@@ -271,7 +290,9 @@ fn parse_duration_or_zero(text: &str) -> Result<Duration, String> {
 fn parse_cookie_name(text: &str) -> Result<String, String> {
     let ok = !text.is_empty()
         && text.len() <= 64
-        && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
     if ok {
         Ok(text.to_owned())
     } else {
@@ -284,7 +305,10 @@ fn parse_origin(text: &str) -> Result<String, String> {
     let ok = (text.starts_with("http://") || text.starts_with("https://"))
         && !text.contains(['*', ' ', ','])
         && http::HeaderValue::from_str(text).is_ok()
-        && text.split("://").nth(1).is_some_and(|host| !host.is_empty() && !host.contains('/'));
+        && text
+            .split("://")
+            .nth(1)
+            .is_some_and(|host| !host.is_empty() && !host.contains('/'));
     if ok {
         Ok(text.to_owned())
     } else {

@@ -127,7 +127,12 @@ impl Error {
             ),
             Self::Internal(_) => ("internal", "Internal error", "An unexpected error occurred.".to_owned()),
         };
-        Problem { kind: format!("urn:sessiond:problem:{slug}"), title, status: self.status().as_u16(), detail }
+        Problem {
+            kind: format!("urn:sessiond:problem:{slug}"),
+            title,
+            status: self.status().as_u16(),
+            detail,
+        }
     }
 }
 
@@ -145,7 +150,10 @@ impl IntoResponse for Error {
         };
         let mut response = (status, body).into_response();
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
         if status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }

@@ -30,26 +30,39 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AppJson<T> {
         if !is_json(request.headers()) {
             return Err(Error::UnsupportedMediaType);
         }
-        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                Error::PayloadTooLarge
-            } else {
-                Error::BadRequest("the request body could not be read".to_owned())
-            }
-        })?;
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    Error::PayloadTooLarge
+                } else {
+                    Error::BadRequest("the request body could not be read".to_owned())
+                }
+            })?;
         let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
         let value = serde_path_to_error::deserialize(&mut deserializer).map_err(json_error)?;
-        deserializer.end().map_err(|_| Error::BadRequest("trailing characters after the JSON body".to_owned()))?;
+        deserializer
+            .end()
+            .map_err(|_| Error::BadRequest("trailing characters after the JSON body".to_owned()))?;
         Ok(Self(value))
     }
 }
 
 fn is_json(headers: &HeaderMap) -> bool {
-    let Some(content_type) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+    let Some(content_type) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
         return false;
     };
-    let essence = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 fn json_error(error: serde_path_to_error::Error<serde_json::Error>) -> Error {
@@ -64,15 +77,24 @@ fn json_error(error: serde_path_to_error::Error<serde_json::Error>) -> Error {
         )),
         Category::Data => {
             let message = inner.to_string();
-            let named = message.split('`').nth(1).map(|name| name.chars().take(64).collect::<String>());
+            let named = message
+                .split('`')
+                .nth(1)
+                .map(|name| name.chars().take(64).collect::<String>());
             let (field, detail) = if message.starts_with("missing field") {
                 (named.unwrap_or_else(|| path.clone()), "is required")
             } else if message.starts_with("unknown field") {
                 (named.unwrap_or_else(|| path.clone()), "is not allowed")
             } else {
-                (if path == "." { "body".to_owned() } else { path }, "has the wrong type")
+                (
+                    if path == "." { "body".to_owned() } else { path },
+                    "has the wrong type",
+                )
             };
-            Error::InvalidField { field, detail: detail.to_owned() }
+            Error::InvalidField {
+                field,
+                detail: detail.to_owned(),
+            }
         }
     }
 }
@@ -88,7 +110,9 @@ fn credential(parts: &Parts, cookie_name: &str) -> Option<Result<SessionToken, E
         });
     }
     for value in parts.headers.get_all(header::COOKIE) {
-        let Ok(value) = value.to_str() else { return Some(Err(Error::Unauthorized)) };
+        let Ok(value) = value.to_str() else {
+            return Some(Err(Error::Unauthorized));
+        };
         for pair in value.split(';') {
             if let Some((name, token)) = pair.trim().split_once('=') {
                 if name == cookie_name {
@@ -98,7 +122,12 @@ fn credential(parts: &Parts, cookie_name: &str) -> Option<Result<SessionToken, E
         }
     }
     if let Some(value) = parts.headers.get("x-session-id") {
-        return Some(value.to_str().map_err(|_| Error::Unauthorized).and_then(parse));
+        return Some(
+            value
+                .to_str()
+                .map_err(|_| Error::Unauthorized)
+                .and_then(parse),
+        );
     }
     None
 }
@@ -123,7 +152,9 @@ impl FromRequestParts<AppState> for PresentedToken {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
-        Ok(Self(credential(parts, &state.cookie.name).and_then(Result::ok)))
+        Ok(Self(
+            credential(parts, &state.cookie.name).and_then(Result::ok),
+        ))
     }
 }
 
@@ -131,7 +162,10 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientMeta {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Error> {
-        let ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip().to_string());
+        let ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|info| info.0.ip().to_string());
         let user_agent = parts
             .headers
             .get(header::USER_AGENT)

@@ -74,15 +74,24 @@ pub fn router(state: AppState, settings: &HttpSettings) -> Router {
         .route("/v1/auth/logout", post(auth::logout))
         .route("/v1/auth/refresh", post(auth::refresh))
         .route("/v1/profile", get(sessions::profile))
-        .route("/v1/sessions", get(sessions::list).delete(sessions::revoke_all))
+        .route(
+            "/v1/sessions",
+            get(sessions::list).delete(sessions::revoke_all),
+        )
         .route("/v1/sessions/{session_id}", delete(sessions::revoke))
-        .route("/v1/admin/users/{username}/sessions", delete(admin::revoke_user_sessions))
+        .route(
+            "/v1/admin/users/{username}/sessions",
+            delete(admin::revoke_user_sessions),
+        )
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(middleware::from_fn_with_state(settings.request_timeout, request_timeout))
+        .layer(middleware::from_fn_with_state(
+            settings.request_timeout,
+            request_timeout,
+        ))
         .with_state(state);
 
     let api = match cors(&settings.cors_origins) {
@@ -104,13 +113,20 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
     if origins.is_empty() {
         return None;
     }
-    let origins: Vec<HeaderValue> = origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
     Some(
         CorsLayer::new()
             .allow_origin(AllowOrigin::list(origins))
             .allow_credentials(true)
             .allow_methods([Method::GET, Method::POST, Method::DELETE])
-            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, HeaderName::from_static("x-session-id")])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                HeaderName::from_static("x-session-id"),
+            ])
             .max_age(Duration::from_secs(600)),
     )
 }

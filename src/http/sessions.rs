@@ -64,7 +64,10 @@ pub async fn profile(AuthSession(auth): AuthSession) -> Json<Profile> {
 }
 
 /// `GET /v1/sessions`, newest first.
-pub async fn list(State(state): State<AppState>, AuthSession(auth): AuthSession) -> Result<Json<SessionList>, Error> {
+pub async fn list(
+    State(state): State<AppState>,
+    AuthSession(auth): AuthSession,
+) -> Result<Json<SessionList>, Error> {
     let sessions = state.sessions.list(&auth).await?;
     let sessions = sessions
         .into_iter()
@@ -104,7 +107,10 @@ pub async fn revoke_all(
             ("except_current", "true" | "1") => except_current = true,
             ("except_current", "false" | "0") => except_current = false,
             ("except_current", _) => {
-                return Err(Error::InvalidField { field: "except_current".into(), detail: "must be true or false".into() })
+                return Err(Error::InvalidField {
+                    field: "except_current".into(),
+                    detail: "must be true or false".into(),
+                })
             }
             (other, _) => {
                 return Err(Error::InvalidField {

@@ -77,7 +77,11 @@ impl SessionService {
     /// Wire the service.
     #[must_use]
     pub fn new(store: Arc<dyn Store>, passwords: Arc<Passwords>, policy: SessionPolicy) -> Self {
-        Self { store, passwords, policy }
+        Self {
+            store,
+            passwords,
+            policy,
+        }
     }
 
     /// Check credentials and open a brand-new session. A session the request already carried
@@ -99,7 +103,10 @@ impl SessionService {
             None => None,
         };
         // Always verify (against a dummy hash for unknown users) so timing does not tell.
-        let verified = self.passwords.verify(&password, user.as_ref().map(|u| u.password_hash.as_str())).await;
+        let verified = self
+            .passwords
+            .verify(&password, user.as_ref().map(|u| u.password_hash.as_str()))
+            .await;
         let (Some(user), Some(key), true) = (user, key, verified) else {
             return Err(Error::InvalidCredentials);
         };
@@ -122,8 +129,12 @@ impl SessionService {
             ip: meta.ip,
             user_agent: meta.user_agent.map(|ua| truncate(ua, MAX_USER_AGENT)),
         };
-        let (token, hash) = SessionToken::generate_in(session.user_key.shard()).map_err(|e| Error::Internal(e.to_string()))?;
-        let evicted = self.store.create_session(&hash, &session, self.policy.max_sessions_per_user, now).await?;
+        let (token, hash) = SessionToken::generate_in(session.user_key.shard())
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let evicted = self
+            .store
+            .create_session(&hash, &session, self.policy.max_sessions_per_user, now)
+            .await?;
         for id in &evicted {
             tracing::info!(session_id = id.as_str(), reason = ?RevokeReason::Limit, "session revoked");
         }
@@ -137,8 +148,16 @@ impl SessionService {
     /// 401 when the token is unknown, expired or revoked; 503 when the store is unavailable.
     pub async fn authenticate(&self, token: &SessionToken) -> Result<Authenticated, Error> {
         let hash = token.hash();
-        match self.store.touch_session(&hash, Timestamp::now(), self.policy.slide()).await? {
-            Lookup::Found { session, roles } => Ok(Authenticated { hash, session, roles }),
+        match self
+            .store
+            .touch_session(&hash, Timestamp::now(), self.policy.slide())
+            .await?
+        {
+            Lookup::Found { session, roles } => Ok(Authenticated {
+                hash,
+                session,
+                roles,
+            }),
             Lookup::Expired | Lookup::Missing => Err(Error::Unauthorized),
         }
     }
@@ -149,11 +168,18 @@ impl SessionService {
     /// # Errors
     /// 401 when the session ended meanwhile; 503 when the store is unavailable.
     pub async fn refresh(&self, auth: &Authenticated) -> Result<Issued, Error> {
-        let (token, hash) =
-            SessionToken::generate_in(auth.session.user_key.shard()).map_err(|e| Error::Internal(e.to_string()))?;
-        match self.store.rotate_session(&auth.hash, &hash, Timestamp::now(), self.policy.slide_now()).await? {
+        let (token, hash) = SessionToken::generate_in(auth.session.user_key.shard())
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        match self
+            .store
+            .rotate_session(&auth.hash, &hash, Timestamp::now(), self.policy.slide_now())
+            .await?
+        {
             Lookup::Found { session, .. } => {
-                tracing::info!(session_id = session.session_id.as_str(), "session token rotated");
+                tracing::info!(
+                    session_id = session.session_id.as_str(),
+                    "session token rotated"
+                );
                 Ok(Issued { token, session })
             }
             Lookup::Expired | Lookup::Missing => Err(Error::Unauthorized),
@@ -170,7 +196,11 @@ impl SessionService {
     /// must end the session whichever token it now answers to.
     pub async fn logout(&self, auth: &Authenticated) -> Result<(), Error> {
         let id = &auth.session.session_id;
-        if self.store.revoke_session_by_id(&auth.session.user_key, id).await? {
+        if self
+            .store
+            .revoke_session_by_id(&auth.session.user_key, id)
+            .await?
+        {
             tracing::info!(session_id = id.as_str(), reason = ?RevokeReason::Logout, "session revoked");
         }
         Ok(())
@@ -181,7 +211,10 @@ impl SessionService {
     /// # Errors
     /// 503 when the store is unavailable.
     pub async fn list(&self, auth: &Authenticated) -> Result<Vec<SessionRecord>, Error> {
-        let mut sessions = self.store.list_sessions(&auth.session.user_key, Timestamp::now()).await?;
+        let mut sessions = self
+            .store
+            .list_sessions(&auth.session.user_key, Timestamp::now())
+            .await?;
         sessions.sort_by(|a, b| (b.created_at, &b.session_id).cmp(&(a.created_at, &a.session_id)));
         Ok(sessions)
     }
@@ -192,7 +225,11 @@ impl SessionService {
     /// 404 when the id is malformed or not one of the caller's live sessions.
     pub async fn revoke(&self, auth: &Authenticated, session_id: &str) -> Result<(), Error> {
         let id = SessionId::parse(session_id).ok_or(Error::NotFound("session"))?;
-        if self.store.revoke_session_by_id(&auth.session.user_key, &id).await? {
+        if self
+            .store
+            .revoke_session_by_id(&auth.session.user_key, &id)
+            .await?
+        {
             tracing::info!(session_id = id.as_str(), reason = ?RevokeReason::Logout, "session revoked");
             Ok(())
         } else {
@@ -204,9 +241,16 @@ impl SessionService {
     ///
     /// # Errors
     /// 503 when the store is unavailable.
-    pub async fn revoke_all(&self, auth: &Authenticated, except_current: bool) -> Result<u64, Error> {
+    pub async fn revoke_all(
+        &self,
+        auth: &Authenticated,
+        except_current: bool,
+    ) -> Result<u64, Error> {
         let keep = except_current.then_some(&auth.session.session_id);
-        let revoked = self.store.revoke_user_sessions(&auth.session.user_key, keep).await?;
+        let revoked = self
+            .store
+            .revoke_user_sessions(&auth.session.user_key, keep)
+            .await?;
         tracing::info!(user_id = %auth.session.user_id, revoked, reason = ?RevokeReason::LogoutAll, "sessions revoked");
         Ok(revoked)
     }
@@ -219,7 +263,9 @@ impl SessionService {
         if !auth.has_role(Role::ADMIN) {
             return Err(Error::Forbidden);
         }
-        let key: UserKey = Username::parse(username).map_err(|_| Error::NotFound("user"))?.key();
+        let key: UserKey = Username::parse(username)
+            .map_err(|_| Error::NotFound("user"))?
+            .key();
         if self.store.find_user(&key).await?.is_none() {
             return Err(Error::NotFound("user"));
         }

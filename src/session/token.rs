@@ -18,7 +18,6 @@ use std::fmt;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 /// Length of an encoded token: 32 bytes in unpadded base64url.
 pub const TOKEN_LEN: usize = 43;
@@ -84,7 +83,7 @@ impl fmt::Debug for SessionToken {
 }
 
 /// SHA-256 of a token: the store's key for a session.
-#[derive(Clone, Copy, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TokenHash([u8; 32]);
 
 impl TokenHash {
@@ -116,13 +115,6 @@ impl TokenHash {
     #[must_use]
     pub fn encoded(&self) -> String {
         URL_SAFE_NO_PAD.encode(self.0)
-    }
-}
-
-/// Digests are compared in constant time, although they are not secret, out of habit.
-impl PartialEq for TokenHash {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.ct_eq(&other.0).into()
     }
 }
 
@@ -225,7 +217,13 @@ mod tests {
 
     #[test]
     fn malformed_tokens_and_ids_are_rejected() {
-        for bad in ["", "short", &"A".repeat(44), &"*".repeat(43), &"A".repeat(42)] {
+        for bad in [
+            "",
+            "short",
+            &"A".repeat(44),
+            &"*".repeat(43),
+            &"A".repeat(42),
+        ] {
             assert!(SessionToken::parse(bad).is_none(), "{bad:?}");
         }
         // 43 chars whose last symbol carries bits beyond 256: not canonical.
@@ -244,8 +242,9 @@ mod tests {
 
     #[test]
     fn shards_spread_users() {
-        let shards: std::collections::HashSet<_> =
-            (0..5000).map(|i| Shard::of_user(&format!("user{i}"))).collect();
+        let shards: std::collections::HashSet<_> = (0..5000)
+            .map(|i| Shard::of_user(&format!("user{i}")))
+            .collect();
         assert!(shards.len() > 900, "only {} shards used", shards.len());
         assert!(shards.iter().all(|s| s.index() < Shard::COUNT));
     }

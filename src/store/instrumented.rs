@@ -26,7 +26,11 @@ impl Instrumented {
         Self { inner, system }
     }
 
-    async fn observe<T>(&self, op: &'static str, call: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+    async fn observe<T>(
+        &self,
+        op: &'static str,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
         let span = tracing::debug_span!(
             "store",
             otel.name = op,
@@ -51,13 +55,15 @@ impl Store for Instrumented {
         self.observe("ping", self.inner.ping()).await
     }
     async fn insert_user(&self, key: &UserKey, user: &UserRecord) -> Result<bool, StoreError> {
-        self.observe("insert_user", self.inner.insert_user(key, user)).await
+        self.observe("insert_user", self.inner.insert_user(key, user))
+            .await
     }
     async fn find_user(&self, key: &UserKey) -> Result<Option<UserRecord>, StoreError> {
         self.observe("find_user", self.inner.find_user(key)).await
     }
     async fn set_role(&self, key: &UserKey, role: &str, granted: bool) -> Result<bool, StoreError> {
-        self.observe("set_role", self.inner.set_role(key, role, granted)).await
+        self.observe("set_role", self.inner.set_role(key, role, granted))
+            .await
     }
     async fn create_session(
         &self,
@@ -66,30 +72,74 @@ impl Store for Instrumented {
         max_per_user: u32,
         now: Timestamp,
     ) -> Result<Vec<SessionId>, StoreError> {
-        self.observe("create_session", self.inner.create_session(hash, session, max_per_user, now)).await
+        self.observe(
+            "create_session",
+            self.inner.create_session(hash, session, max_per_user, now),
+        )
+        .await
     }
-    async fn touch_session(&self, hash: &TokenHash, now: Timestamp, slide: Slide) -> Result<Lookup, StoreError> {
-        self.observe("touch_session", self.inner.touch_session(hash, now, slide)).await
+    async fn touch_session(
+        &self,
+        hash: &TokenHash,
+        now: Timestamp,
+        slide: Slide,
+    ) -> Result<Lookup, StoreError> {
+        self.observe("touch_session", self.inner.touch_session(hash, now, slide))
+            .await
     }
-    async fn rotate_session(&self, old: &TokenHash, new: &TokenHash, now: Timestamp, slide: Slide) -> Result<Lookup, StoreError> {
-        self.observe("rotate_session", self.inner.rotate_session(old, new, now, slide)).await
+    async fn rotate_session(
+        &self,
+        old: &TokenHash,
+        new: &TokenHash,
+        now: Timestamp,
+        slide: Slide,
+    ) -> Result<Lookup, StoreError> {
+        self.observe(
+            "rotate_session",
+            self.inner.rotate_session(old, new, now, slide),
+        )
+        .await
     }
     async fn revoke_session(&self, hash: &TokenHash) -> Result<Option<SessionId>, StoreError> {
-        self.observe("revoke_session", self.inner.revoke_session(hash)).await
+        self.observe("revoke_session", self.inner.revoke_session(hash))
+            .await
     }
-    async fn revoke_session_by_id(&self, user: &UserKey, id: &SessionId) -> Result<bool, StoreError> {
-        self.observe("revoke_session_by_id", self.inner.revoke_session_by_id(user, id)).await
+    async fn revoke_session_by_id(
+        &self,
+        user: &UserKey,
+        id: &SessionId,
+    ) -> Result<bool, StoreError> {
+        self.observe(
+            "revoke_session_by_id",
+            self.inner.revoke_session_by_id(user, id),
+        )
+        .await
     }
-    async fn revoke_user_sessions(&self, user: &UserKey, keep: Option<&SessionId>) -> Result<u64, StoreError> {
-        self.observe("revoke_user_sessions", self.inner.revoke_user_sessions(user, keep)).await
+    async fn revoke_user_sessions(
+        &self,
+        user: &UserKey,
+        keep: Option<&SessionId>,
+    ) -> Result<u64, StoreError> {
+        self.observe(
+            "revoke_user_sessions",
+            self.inner.revoke_user_sessions(user, keep),
+        )
+        .await
     }
-    async fn list_sessions(&self, user: &UserKey, now: Timestamp) -> Result<Vec<SessionRecord>, StoreError> {
-        self.observe("list_sessions", self.inner.list_sessions(user, now)).await
+    async fn list_sessions(
+        &self,
+        user: &UserKey,
+        now: Timestamp,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        self.observe("list_sessions", self.inner.list_sessions(user, now))
+            .await
     }
     async fn count_active(&self, now: Timestamp) -> Result<u64, StoreError> {
-        self.observe("count_active", self.inner.count_active(now)).await
+        self.observe("count_active", self.inner.count_active(now))
+            .await
     }
     async fn prune_expired(&self, now: Timestamp) -> Result<(), StoreError> {
-        self.observe("prune_expired", self.inner.prune_expired(now)).await
+        self.observe("prune_expired", self.inner.prune_expired(now))
+            .await
     }
 }

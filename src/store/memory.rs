@@ -40,20 +40,23 @@ impl State {
         Some(session)
     }
 
-    fn live(&mut self, hash: &TokenHash, now: Timestamp) -> Result<&mut SessionRecord, Lookup> {
+    fn live(&mut self, hash: &TokenHash, now: Timestamp) -> Result<&mut SessionRecord, Gone> {
         match self.sessions.get(hash) {
-            None => return Err(Lookup::Missing),
+            None => return Err(Gone::Missing),
             Some(session) if session.deadline() <= now => {
                 self.remove(hash);
-                return Err(Lookup::Expired);
+                return Err(Gone::Expired);
             }
             Some(_) => {}
         }
-        self.sessions.get_mut(hash).ok_or(Lookup::Missing)
+        self.sessions.get_mut(hash).ok_or(Gone::Missing)
     }
 
     fn roles(&self, user: &UserKey) -> Vec<String> {
-        self.users.get(user).map(|u| u.roles.clone()).unwrap_or_default()
+        self.users
+            .get(user)
+            .map(|u| u.roles.clone())
+            .unwrap_or_default()
     }
 
     fn user_sessions(&self, user: &UserKey, now: Timestamp) -> Vec<(TokenHash, SessionRecord)> {
@@ -67,10 +70,27 @@ impl State {
     }
 }
 
+/// Why a session cannot be used.
+enum Gone {
+    Missing,
+    Expired,
+}
+
+impl From<Gone> for Lookup {
+    fn from(gone: Gone) -> Self {
+        match gone {
+            Gone::Missing => Self::Missing,
+            Gone::Expired => Self::Expired,
+        }
+    }
+}
+
 fn slide(session: &mut SessionRecord, now: Timestamp, slide: Slide) {
     if now.millis_since(session.last_seen_at) >= slide.min_interval_ms {
         session.last_seen_at = now;
-        session.idle_expires_at = Timestamp::from_millis(now.millis().saturating_add(slide.idle_ms)).min(session.expires_at);
+        session.idle_expires_at =
+            Timestamp::from_millis(now.millis().saturating_add(slide.idle_ms))
+                .min(session.expires_at);
     }
 }
 
@@ -84,7 +104,9 @@ impl MemoryStore {
     fn state(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave a half-applied change visible to the
         // contract (each method mutates last), so a poisoned lock is still usable.
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -109,7 +131,9 @@ impl Store for MemoryStore {
 
     async fn set_role(&self, key: &UserKey, role: &str, granted: bool) -> Result<bool, StoreError> {
         let mut state = self.state();
-        let Some(user) = state.users.get_mut(key) else { return Ok(false) };
+        let Some(user) = state.users.get_mut(key) else {
+            return Ok(false);
+        };
         user.roles.retain(|r| r != role);
         if granted {
             user.roles.push(role.to_owned());
@@ -131,7 +155,9 @@ impl Store for MemoryStore {
         let mut live = state.user_sessions(&session.user_key, now);
         let mut evicted = Vec::new();
         if max_per_user > 0 {
-            live.sort_by(|a, b| (a.1.created_at, &a.1.session_id).cmp(&(b.1.created_at, &b.1.session_id)));
+            live.sort_by(|a, b| {
+                (a.1.created_at, &a.1.session_id).cmp(&(b.1.created_at, &b.1.session_id))
+            });
             let excess = (live.len() + 1).saturating_sub(max_per_user as usize);
             for (old_hash, old) in live.into_iter().take(excess) {
                 state.remove(&old_hash);
@@ -139,18 +165,27 @@ impl Store for MemoryStore {
             }
         }
         state.sessions.insert(*hash, session.clone());
-        state.by_user.entry(session.user_key.clone()).or_default().insert(session.session_id.clone(), *hash);
+        state
+            .by_user
+            .entry(session.user_key.clone())
+            .or_default()
+            .insert(session.session_id.clone(), *hash);
         Ok(evicted)
     }
 
-    async fn touch_session(&self, hash: &TokenHash, now: Timestamp, rule: Slide) -> Result<Lookup, StoreError> {
+    async fn touch_session(
+        &self,
+        hash: &TokenHash,
+        now: Timestamp,
+        rule: Slide,
+    ) -> Result<Lookup, StoreError> {
         let mut state = self.state();
         let session = match state.live(hash, now) {
             Ok(session) => {
                 slide(session, now, rule);
                 session.clone()
             }
-            Err(lookup) => return Ok(lookup),
+            Err(gone) => return Ok(gone.into()),
         };
         let roles = state.roles(&session.user_key);
         Ok(Lookup::Found { session, roles })
@@ -164,13 +199,15 @@ impl Store for MemoryStore {
         rule: Slide,
     ) -> Result<Lookup, StoreError> {
         let mut state = self.state();
-        if let Err(lookup) = state.live(old, now) {
-            return Ok(lookup);
+        if let Err(gone) = state.live(old, now) {
+            return Ok(gone.into());
         }
         if state.sessions.contains_key(new) {
             return Err(StoreError::other("rotate_session", "token collision"));
         }
-        let Some(mut session) = state.sessions.remove(old) else { return Ok(Lookup::Missing) };
+        let Some(mut session) = state.sessions.remove(old) else {
+            return Ok(Lookup::Missing);
+        };
         slide(&mut session, now, rule);
         if let Some(index) = state.by_user.get_mut(&session.user_key) {
             index.insert(session.session_id.clone(), *new);
@@ -184,18 +221,34 @@ impl Store for MemoryStore {
         Ok(self.state().remove(hash).map(|s| s.session_id))
     }
 
-    async fn revoke_session_by_id(&self, user: &UserKey, id: &SessionId) -> Result<bool, StoreError> {
+    async fn revoke_session_by_id(
+        &self,
+        user: &UserKey,
+        id: &SessionId,
+    ) -> Result<bool, StoreError> {
         let mut state = self.state();
-        let Some(hash) = state.by_user.get(user).and_then(|index| index.get(id)).copied() else {
+        let Some(hash) = state
+            .by_user
+            .get(user)
+            .and_then(|index| index.get(id))
+            .copied()
+        else {
             return Ok(false);
         };
         let now = Timestamp::now();
-        let live = state.sessions.get(&hash).is_some_and(|s| s.deadline() > now);
+        let live = state
+            .sessions
+            .get(&hash)
+            .is_some_and(|s| s.deadline() > now);
         state.remove(&hash);
         Ok(live)
     }
 
-    async fn revoke_user_sessions(&self, user: &UserKey, keep: Option<&SessionId>) -> Result<u64, StoreError> {
+    async fn revoke_user_sessions(
+        &self,
+        user: &UserKey,
+        keep: Option<&SessionId>,
+    ) -> Result<u64, StoreError> {
         let mut state = self.state();
         let now = Timestamp::now();
         let doomed: Vec<TokenHash> = state
@@ -215,18 +268,36 @@ impl Store for MemoryStore {
         Ok(revoked)
     }
 
-    async fn list_sessions(&self, user: &UserKey, now: Timestamp) -> Result<Vec<SessionRecord>, StoreError> {
-        Ok(self.state().user_sessions(user, now).into_iter().map(|(_, s)| s).collect())
+    async fn list_sessions(
+        &self,
+        user: &UserKey,
+        now: Timestamp,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        Ok(self
+            .state()
+            .user_sessions(user, now)
+            .into_iter()
+            .map(|(_, s)| s)
+            .collect())
     }
 
     async fn count_active(&self, now: Timestamp) -> Result<u64, StoreError> {
-        Ok(self.state().sessions.values().filter(|s| s.deadline() > now).count() as u64)
+        Ok(self
+            .state()
+            .sessions
+            .values()
+            .filter(|s| s.deadline() > now)
+            .count() as u64)
     }
 
     async fn prune_expired(&self, now: Timestamp) -> Result<(), StoreError> {
         let mut state = self.state();
-        let expired: Vec<TokenHash> =
-            state.sessions.iter().filter(|(_, s)| s.deadline() <= now).map(|(h, _)| *h).collect();
+        let expired: Vec<TokenHash> = state
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.deadline() <= now)
+            .map(|(h, _)| *h)
+            .collect();
         for hash in expired {
             state.remove(&hash);
         }

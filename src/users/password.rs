@@ -56,7 +56,9 @@ pub struct Passwords {
 
 impl fmt::Debug for Passwords {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Passwords").field("params", self.argon.params()).finish_non_exhaustive()
+        f.debug_struct("Passwords")
+            .field("params", self.argon.params())
+            .finish_non_exhaustive()
     }
 }
 
@@ -65,7 +67,12 @@ impl Passwords {
     ///
     /// # Errors
     /// When the argon2 parameters are out of range.
-    pub fn new(memory_kib: u32, iterations: u32, parallelism: u32, concurrency: usize) -> anyhow::Result<Self> {
+    pub fn new(
+        memory_kib: u32,
+        iterations: u32,
+        parallelism: u32,
+        concurrency: usize,
+    ) -> anyhow::Result<Self> {
         let params = Params::new(memory_kib, iterations, parallelism, None)
             .map_err(|e| anyhow::anyhow!("invalid argon2 parameters: {e}"))?;
         let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
@@ -73,7 +80,11 @@ impl Passwords {
             .hash_password(b"sessiond dummy password for unknown users")
             .map_err(|e| anyhow::anyhow!("argon2 self-test failed: {e}"))?
             .to_string();
-        Ok(Self { argon, permits: Arc::new(Semaphore::new(concurrency.max(1))), dummy_hash })
+        Ok(Self {
+            argon,
+            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            dummy_hash,
+        })
     }
 
     /// Hash a new password into a PHC string.
@@ -83,8 +94,13 @@ impl Passwords {
     pub async fn hash(&self, password: &Password) -> Result<String, String> {
         let argon = self.argon.clone();
         let password = password.0.clone();
-        self.on_pool(move || argon.hash_password(password.as_bytes()).map(|h| h.to_string()).map_err(|e| e.to_string()))
-            .await?
+        self.on_pool(move || {
+            argon
+                .hash_password(password.as_bytes())
+                .map(|h| h.to_string())
+                .map_err(|e| e.to_string())
+        })
+        .await?
     }
 
     /// Check a password against a stored PHC string, or against the dummy hash when the user
@@ -97,14 +113,23 @@ impl Passwords {
             None => (self.dummy_hash.clone(), false),
         };
         let matched = self
-            .on_pool(move || argon.verify_password(password.as_bytes(), phc.as_str()).is_ok())
+            .on_pool(move || {
+                argon
+                    .verify_password(password.as_bytes(), phc.as_str())
+                    .is_ok()
+            })
             .await
             .unwrap_or(false);
         matched && known
     }
 
-    async fn on_pool<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
+    async fn on_pool<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, String> {
         let _permit = self.permits.acquire().await.map_err(|e| e.to_string())?;
-        tokio::task::spawn_blocking(work).await.map_err(|e| e.to_string())
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| e.to_string())
     }
 }

@@ -20,8 +20,16 @@ pub struct UserService {
 impl UserService {
     /// Wire the service.
     #[must_use]
-    pub fn new(store: Arc<dyn Store>, passwords: Arc<Passwords>, password_min_length: usize) -> Self {
-        Self { store, passwords, password_min_length }
+    pub fn new(
+        store: Arc<dyn Store>,
+        passwords: Arc<Passwords>,
+        password_min_length: usize,
+    ) -> Self {
+        Self {
+            store,
+            passwords,
+            password_min_length,
+        }
     }
 
     /// Create an account with the default role.
@@ -30,16 +38,26 @@ impl UserService {
     /// 422 for an invalid username or password, 409 when the username is taken, 503 when the
     /// store is unavailable.
     pub async fn register(&self, username: &str, password: String) -> Result<UserRecord, Error> {
-        let username = Username::parse(username)
-            .map_err(|detail| Error::InvalidField { field: "username".into(), detail })?;
-        let password = Password::parse(password, self.password_min_length)
-            .map_err(|detail| Error::InvalidField { field: "password".into(), detail })?;
+        let username = Username::parse(username).map_err(|detail| Error::InvalidField {
+            field: "username".into(),
+            detail,
+        })?;
+        let password = Password::parse(password, self.password_min_length).map_err(|detail| {
+            Error::InvalidField {
+                field: "password".into(),
+                detail,
+            }
+        })?;
         // Cheap pre-check so a taken name does not cost a hash; the insert below is the
         // authority (it is atomic), this only saves work.
         if self.store.find_user(&username.key()).await?.is_some() {
             return Err(Error::UsernameTaken);
         }
-        let password_hash = self.passwords.hash(&password).await.map_err(Error::Internal)?;
+        let password_hash = self
+            .passwords
+            .hash(&password)
+            .await
+            .map_err(Error::Internal)?;
         let record = UserRecord {
             user_id: Uuid::new_v4().to_string(),
             username: username.as_str().to_owned(),
@@ -58,7 +76,12 @@ impl UserService {
     ///
     /// # Errors
     /// When the store is unavailable.
-    pub async fn set_role(&self, user: &UserKey, role: &Role, granted: bool) -> Result<bool, Error> {
+    pub async fn set_role(
+        &self,
+        user: &UserKey,
+        role: &Role,
+        granted: bool,
+    ) -> Result<bool, Error> {
         Ok(self.store.set_role(user, role.as_str(), granted).await?)
     }
 }
