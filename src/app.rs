@@ -1,17 +1,18 @@
-//! Wiring: configuration → store → services → router → listener.
+//! Wiring: configuration → telemetry → store → services → routers → listeners.
 //!
-//! [`Application::build`] binds its own port (port 0 in tests) so callers can learn the real
-//! address before serving; [`Application::run_until`] serves until a future resolves, which is
-//! how tests stop an instance and how `main` ties it to SIGTERM/SIGINT.
+//! [`Application::build`] binds its own ports (port 0 in tests) so callers can learn the real
+//! addresses before serving; [`Application::run_until`] serves until a future resolves, which
+//! is how tests stop an instance and how `main` ties it to SIGTERM/SIGINT.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::http::{self, AppState, CookieSettings, HttpSettings};
@@ -20,6 +21,8 @@ use crate::store::instrumented::Instrumented;
 use crate::store::memory::MemoryStore;
 use crate::store::redis::{RedisSettings, RedisStore};
 use crate::store::Store;
+use crate::telemetry::http::Observe;
+use crate::telemetry::metrics::Metrics;
 use crate::users::{Passwords, UserService};
 
 /// How often expired sessions' bookkeeping is trimmed.
@@ -28,24 +31,29 @@ const PRUNE_INTERVAL: Duration = Duration::from_secs(30);
 /// A built, bound, not yet serving instance.
 pub struct Application {
     listener: TcpListener,
+    admin_listener: TcpListener,
     router: axum::Router,
+    admin_router: axum::Router,
     store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
     config: Config,
 }
 
 impl Application {
-    /// Connect the store, build the services and bind the listener.
+    /// Connect the store, build the services and bind both listeners.
     ///
     /// # Errors
-    /// When the listener cannot be bound or the configuration is unusable.
+    /// When a listener cannot be bound or the configuration is unusable.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let store = build_store(&config)?;
+        let metrics = Metrics::new();
+        let store = build_store(&config, &metrics)?;
         let passwords = Arc::new(Passwords::new(
             config.argon2_memory_kib,
             config.argon2_iterations,
             config.argon2_parallelism,
             config.effective_hash_concurrency(),
+            metrics.clone(),
         )?);
         let policy = SessionPolicy {
             idle_timeout: config.idle_timeout,
@@ -54,36 +62,28 @@ impl Application {
         };
         let ready = Arc::new(AtomicBool::new(true));
         let state = AppState {
-            sessions: SessionService::new(store.clone(), passwords.clone(), policy),
-            users: UserService::new(
-                store.clone(),
-                passwords,
-                usize::from(config.password_min_length),
-            ),
-            cookie: Arc::new(CookieSettings {
-                name: config.cookie_name.clone(),
-                secure: config.cookie_secure,
-            }),
+            sessions: SessionService::new(store.clone(), passwords.clone(), policy, metrics.clone()),
+            users: UserService::new(store.clone(), passwords, usize::from(config.password_min_length), metrics.clone()),
+            cookie: Arc::new(CookieSettings { name: config.cookie_name.clone(), secure: config.cookie_secure }),
             ready: ready.clone(),
         };
         let settings = HttpSettings {
             request_timeout: config.request_timeout,
             cors_origins: config.cors_origins.clone(),
+            observe: Observe { metrics: metrics.clone(), tracing_enabled: crate::telemetry::tracing_enabled() },
         };
+        let admin_router = http::admin_router(state.clone(), metrics.clone());
         let router = http::router(state, &settings);
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {} (SESSIOND_LISTEN)", config.listen))?;
-        Ok(Self {
-            listener,
-            router,
-            store,
-            ready,
-            config,
-        })
+        let admin_listener = TcpListener::bind(config.admin_listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (SESSIOND_ADMIN_LISTEN)", config.admin_listen))?;
+        Ok(Self { listener, admin_listener, router, admin_router, store, metrics, ready, config })
     }
 
-    /// The bound address (the real port when configured with port 0).
+    /// The bound public address (the real port when configured with port 0).
     ///
     /// # Errors
     /// When the socket has no local address.
@@ -91,62 +91,66 @@ impl Application {
         self.listener.local_addr()
     }
 
+    /// The bound admin address (`/metrics`, `/healthz`, `/readyz`).
+    ///
+    /// # Errors
+    /// When the socket has no local address.
+    pub fn admin_addr(&self) -> std::io::Result<SocketAddr> {
+        self.admin_listener.local_addr()
+    }
+
     /// Serve until SIGTERM or SIGINT, then shut down gracefully.
     ///
     /// # Errors
-    /// None today; the signature leaves room for start-up failures.
+    /// When the listeners have no local address.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         self.run_until(shutdown_signal()).await
     }
 
     /// Serve until `stop` resolves: `/readyz` turns 503, serving continues for the drain
-    /// delay, the listener closes, and in-flight requests get the shutdown timeout to finish.
+    /// delay, both listeners close, and in-flight requests get the shutdown timeout to finish.
     ///
     /// # Errors
-    /// None today; the signature leaves room for start-up failures.
-    pub async fn run_until(
-        self,
-        stop: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
-        let Self {
-            listener,
-            router,
-            store,
-            ready,
-            config,
-        } = self;
+    /// When the listeners have no local address.
+    pub async fn run_until(self, stop: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let Self { listener, admin_listener, router, admin_router, store, metrics, ready, config } = self;
         tracing::info!(
             listen = %listener.local_addr()?,
+            admin = %admin_listener.local_addr()?,
             store = if config.redis_url.is_some() { "redis" } else { "memory" },
             "sessiond serving"
         );
-        let pruner = tokio::spawn(prune_periodically(store));
+        let monitor = tokio::spawn(monitor_store(store, metrics, config.active_sessions_refresh));
         let drain = config.shutdown_drain_delay;
-        let shutdown = async move {
+        let (closing, closed) = watch::channel(false);
+        tokio::spawn(async move {
             stop.await;
             ready.store(false, Ordering::Release);
             tracing::info!(?drain, "shutdown requested; readiness withdrawn");
             tokio::time::sleep(drain).await;
-        };
-        http::serve(
-            listener,
-            router,
-            config.header_read_timeout,
-            shutdown,
-            config.shutdown_timeout,
-        )
-        .await;
-        pruner.abort();
+            let _ = closing.send(true);
+        });
+        let grace = config.shutdown_timeout;
+        let header_timeout = config.header_read_timeout;
+        tokio::join!(
+            http::serve(listener, router, header_timeout, until_closed(closed.clone()), grace),
+            http::serve(admin_listener, admin_router, header_timeout, until_closed(closed), grace),
+        );
+        monitor.abort();
         tracing::info!("sessiond stopped");
         Ok(())
     }
+}
+
+async fn until_closed(mut closed: watch::Receiver<bool>) {
+    let _ = closed.wait_for(|closed| *closed).await;
 }
 
 /// The configured store, instrumented.
 ///
 /// # Errors
 /// When the Redis URL cannot be used.
-pub fn build_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+pub fn build_store(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<Arc<dyn Store>> {
     Ok(match &config.redis_url {
         Some(url) => {
             let settings = RedisSettings {
@@ -155,25 +159,43 @@ pub fn build_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
                 pool_size: usize::from(config.redis_pool_size),
             };
             let redis = RedisStore::connect(&settings).context("SESSIOND_REDIS_URL")?;
-            Arc::new(Instrumented::new(Arc::new(redis), "redis"))
+            Arc::new(Instrumented::new(Arc::new(redis), "redis", metrics.clone()))
         }
         None => {
             tracing::warn!(
                 "SESSIOND_REDIS_URL is not set: using the in-memory store; sessions are neither shared \
                  between instances nor kept across restarts"
             );
-            Arc::new(Instrumented::new(Arc::new(MemoryStore::new()), "memory"))
+            Arc::new(Instrumented::new(Arc::new(MemoryStore::new()), "memory", metrics.clone()))
         }
     })
 }
 
-async fn prune_periodically(store: Arc<dyn Store>) {
-    let mut tick = tokio::time::interval(PRUNE_INTERVAL);
+/// Keep the store-wide gauges fresh: `sessiond_redis_up` from a ping and the exact
+/// `sessiond_sessions_active` from the store, every `every`; trim expired bookkeeping every
+/// [`PRUNE_INTERVAL`]. Every instance computes the same count from the shared store.
+async fn monitor_store(store: Arc<dyn Store>, metrics: Arc<Metrics>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_prune = Instant::now();
     loop {
         tick.tick().await;
-        if let Err(error) = store.prune_expired(Timestamp::now()).await {
-            tracing::debug!(%error, "pruning expired sessions failed; will retry");
+        metrics.run_upkeep();
+        let up = store.ping().await.is_ok();
+        metrics.set_redis_up(up);
+        if !up {
+            continue;
+        }
+        let now = Timestamp::now();
+        if last_prune.elapsed() >= PRUNE_INTERVAL {
+            last_prune = Instant::now();
+            if let Err(error) = store.prune_expired(now).await {
+                tracing::debug!(%error, "pruning expired sessions failed; will retry");
+            }
+        }
+        match store.count_active(now).await {
+            Ok(count) => metrics.set_sessions_active(count),
+            Err(error) => tracing::debug!(%error, "counting active sessions failed; will retry"),
         }
     }
 }

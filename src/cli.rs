@@ -20,16 +20,12 @@ pub async fn run_admin(config: &Config, command: AdminCommand) -> anyhow::Result
         AdminCommand::GrantRole { username, role } => (username, role, true),
         AdminCommand::RevokeRole { username, role } => (username, role, false),
     };
-    let username =
-        Username::parse(username).map_err(|e| anyhow::anyhow!("invalid username: {e}"))?;
+    let username = Username::parse(username).map_err(|e| anyhow::anyhow!("invalid username: {e}"))?;
     let role = Role::parse(role).map_err(|e| anyhow::anyhow!("invalid role: {e}"))?;
-    let store = build_store(config)?;
+    let store = build_store(config, &crate::telemetry::metrics::Metrics::new())?;
     let mut attempt = 0;
     let found = loop {
-        match store
-            .set_role(&username.key(), role.as_str(), granted)
-            .await
-        {
+        match store.set_role(&username.key(), role.as_str(), granted).await {
             Ok(found) => break found,
             // The pool connects in the background; give it a few seconds.
             Err(_) if attempt < 50 => {
@@ -42,16 +38,7 @@ pub async fn run_admin(config: &Config, command: AdminCommand) -> anyhow::Result
     if !found {
         bail!("no such user: {}", username.as_str());
     }
-    let verb = if granted {
-        "granted role"
-    } else {
-        "removed role"
-    };
-    println!(
-        "{verb} {} {} {}",
-        role.as_str(),
-        if granted { "to" } else { "from" },
-        username.as_str()
-    );
+    let verb = if granted { "granted role" } else { "removed role" };
+    println!("{verb} {} {} {}", role.as_str(), if granted { "to" } else { "from" }, username.as_str());
     Ok(())
 }

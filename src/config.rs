@@ -15,15 +15,20 @@ use clap::{ArgAction, CommandFactory, Parser, Subcommand, ValueEnum};
 
 /// The service's configuration. Field docs double as `--help` text.
 #[derive(Clone, Parser)]
-#[command(
-    name = "sessiond",
-    version,
-    about = "A session service for API consumers, backed by Redis"
-)]
+#[command(name = "sessiond", version, about = "A session service for API consumers, backed by Redis")]
 pub struct Config {
     /// Address of the public API listener.
     #[arg(long, env = "SESSIOND_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+
+    /// Address of the admin listener (`/metrics`, `/healthz`, `/readyz`): never rate-limited,
+    /// never part of the public router. Keep it off the public network.
+    #[arg(long, env = "SESSIOND_ADMIN_LISTEN", default_value = "127.0.0.1:9464")]
+    pub admin_listen: SocketAddr,
+
+    /// How often the exact active-session count and the store's health are refreshed.
+    #[arg(long, env = "SESSIOND_ACTIVE_SESSIONS_REFRESH", default_value = "5s", value_parser = parse_duration)]
+    pub active_sessions_refresh: Duration,
 
     /// Redis URL (`redis://[user:password@]host:port[/db]`, `rediss://` for TLS). Unset: an
     /// in-memory store that is neither shared between instances nor persisted.
@@ -166,9 +171,7 @@ impl Config {
         T: Into<std::ffi::OsString> + Clone,
     {
         let config = Self::try_parse_from(args).map_err(one_line)?;
-        config
-            .validate()
-            .map_err(|message| ConfigExit { message, code: 2 })?;
+        config.validate().map_err(|message| ConfigExit { message, code: 2 })?;
         Ok(config)
     }
 
@@ -191,10 +194,8 @@ impl Config {
     /// Concurrent password hashes allowed.
     #[must_use]
     pub fn effective_hash_concurrency(&self) -> usize {
-        self.hash_concurrency.map_or_else(
-            || std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
-            usize::from,
-        )
+        self.hash_concurrency
+            .map_or_else(|| std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get), usize::from)
     }
 }
 
@@ -203,6 +204,7 @@ impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
             .field("listen", &self.listen)
+            .field("admin_listen", &self.admin_listen)
             .field("redis_url", &self.redis_url.as_ref().map(|_| "<redacted>"))
             .field("redis_timeout", &self.redis_timeout)
             .field("redis_pool_size", &self.redis_pool_size)
@@ -220,16 +222,10 @@ impl fmt::Debug for Config {
 fn one_line(error: clap::Error) -> ConfigExit {
     match error.kind() {
         ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
-            return ConfigExit {
-                message: error.render().to_string(),
-                code: 0,
-            }
+            return ConfigExit { message: error.render().to_string(), code: 0 }
         }
         ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
-            return ConfigExit {
-                message: error.render().to_string(),
-                code: 2,
-            }
+            return ConfigExit { message: error.render().to_string(), code: 2 }
         }
         _ => {}
     }
@@ -242,24 +238,14 @@ fn one_line(error: clap::Error) -> ConfigExit {
         _ => None,
     };
     let name = arg.as_deref().map(|arg| {
-        let long = arg
-            .trim_start_matches('-')
-            .split([' ', '='])
-            .next()
-            .unwrap_or_default();
+        let long = arg.trim_start_matches('-').split([' ', '=']).next().unwrap_or_default();
         Config::command()
             .get_arguments()
             .find(|a| a.get_long() == Some(long))
             .and_then(|a| a.get_env())
-            .map_or_else(
-                || arg.to_owned(),
-                |env| format!("{} ({arg})", env.to_string_lossy()),
-            )
+            .map_or_else(|| arg.to_owned(), |env| format!("{} ({arg})", env.to_string_lossy()))
     });
-    let reason = error
-        .source()
-        .map(ToString::to_string)
-        .unwrap_or_else(|| first_line(&error.render().to_string()));
+    let reason = error.source().map(ToString::to_string).unwrap_or_else(|| first_line(&error.render().to_string()));
     let message = match (name, value) {
         (Some(name), Some(value)) => format!("error: {name}: invalid value {value:?}: {reason}"),
         (Some(name), None) => format!("error: {name}: {reason}"),
@@ -283,16 +269,13 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 fn parse_duration_or_zero(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim())
-        .map_err(|_| "expected a duration such as 250ms, 90s, 30m or 12h".to_owned())
+    humantime::parse_duration(text.trim()).map_err(|_| "expected a duration such as 250ms, 90s, 30m or 12h".to_owned())
 }
 
 fn parse_cookie_name(text: &str) -> Result<String, String> {
     let ok = !text.is_empty()
         && text.len() <= 64
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
     if ok {
         Ok(text.to_owned())
     } else {
@@ -305,10 +288,7 @@ fn parse_origin(text: &str) -> Result<String, String> {
     let ok = (text.starts_with("http://") || text.starts_with("https://"))
         && !text.contains(['*', ' ', ','])
         && http::HeaderValue::from_str(text).is_ok()
-        && text
-            .split("://")
-            .nth(1)
-            .is_some_and(|host| !host.is_empty() && !host.contains('/'));
+        && text.split("://").nth(1).is_some_and(|host| !host.is_empty() && !host.contains('/'));
     if ok {
         Ok(text.to_owned())
     } else {

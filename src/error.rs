@@ -93,46 +93,42 @@ impl Error {
     pub fn problem(&self) -> Problem {
         let (slug, title, detail) = match self {
             Self::BadRequest(detail) => ("malformed-request", "Malformed request", detail.clone()),
-            Self::InvalidField { field, detail } => {
-                ("invalid-field", "Invalid field", format!("`{field}`: {detail}"))
-            }
+            Self::InvalidField { field, detail } => ("invalid-field", "Invalid field", format!("`{field}`: {detail}")),
             Self::Unauthorized => (
                 "unauthenticated",
                 "Unauthenticated",
-                "A valid session is required: send it as `Authorization: Bearer <token>` or the session cookie.".to_owned(),
+                "A valid session is required: send it as `Authorization: Bearer <token>` or the session cookie."
+                    .to_owned(),
             ),
-            Self::InvalidCredentials => (
-                "invalid-credentials",
-                "Invalid credentials",
-                "The username or password is incorrect.".to_owned(),
-            ),
-            Self::Forbidden => ("forbidden", "Forbidden", "This operation needs a role the caller does not have.".to_owned()),
+            Self::InvalidCredentials => {
+                ("invalid-credentials", "Invalid credentials", "The username or password is incorrect.".to_owned())
+            }
+            Self::Forbidden => {
+                ("forbidden", "Forbidden", "This operation needs a role the caller does not have.".to_owned())
+            }
             Self::NotFound(what) => ("not-found", "Not found", format!("No such {what}.")),
             Self::MethodNotAllowed => {
                 ("method-not-allowed", "Method not allowed", "This route does not accept that method.".to_owned())
             }
             Self::NotReady(why) => ("not-ready", "Not ready", format!("This instance is not ready: {why}.")),
-            Self::UsernameTaken => ("username-taken", "Username taken", "That username is already registered.".to_owned()),
-            Self::PayloadTooLarge => ("payload-too-large", "Payload too large", "The request body exceeds 16 KiB.".to_owned()),
+            Self::UsernameTaken => {
+                ("username-taken", "Username taken", "That username is already registered.".to_owned())
+            }
+            Self::PayloadTooLarge => {
+                ("payload-too-large", "Payload too large", "The request body exceeds 16 KiB.".to_owned())
+            }
             Self::UnsupportedMediaType => (
                 "unsupported-media-type",
                 "Unsupported media type",
                 "The request body must be sent as `Content-Type: application/json`.".to_owned(),
             ),
             Self::RequestTimeout => ("request-timeout", "Request timeout", "The request took too long.".to_owned()),
-            Self::Unavailable(_) => (
-                "unavailable",
-                "Service unavailable",
-                "The session store is unavailable; retry shortly.".to_owned(),
-            ),
+            Self::Unavailable(_) => {
+                ("unavailable", "Service unavailable", "The session store is unavailable; retry shortly.".to_owned())
+            }
             Self::Internal(_) => ("internal", "Internal error", "An unexpected error occurred.".to_owned()),
         };
-        Problem {
-            kind: format!("urn:sessiond:problem:{slug}"),
-            title,
-            status: self.status().as_u16(),
-            detail,
-        }
+        Problem { kind: format!("urn:sessiond:problem:{slug}"), title, status: self.status().as_u16(), detail }
     }
 }
 
@@ -150,10 +146,7 @@ impl IntoResponse for Error {
         };
         let mut response = (status, body).into_response();
         let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         if status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }

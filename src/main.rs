@@ -11,12 +11,9 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(exit) => return exit.report(),
     };
-    telemetry::init_logging(&config);
+    let telemetry = telemetry::init(&config);
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the async runtime: {error}");
@@ -29,6 +26,8 @@ fn main() -> ExitCode {
             None => Application::build(config).await?.run_until_stopped().await,
         }
     });
+    drop(runtime);
+    drop(telemetry);
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

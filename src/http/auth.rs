@@ -35,19 +35,9 @@ struct SessionIssued<'a> {
 }
 
 /// `POST /v1/auth/register` → 201.
-pub async fn register(
-    State(state): State<AppState>,
-    AppJson(body): AppJson<Credentials>,
-) -> Result<Response, Error> {
+pub async fn register(State(state): State<AppState>, AppJson(body): AppJson<Credentials>) -> Result<Response, Error> {
     let user = state.users.register(&body.username, body.password).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(Registered {
-            user_id: user.user_id,
-            username: user.username,
-        }),
-    )
-        .into_response())
+    Ok((StatusCode::CREATED, Json(Registered { user_id: user.user_id, username: user.username })).into_response())
 }
 
 /// `POST /v1/auth/login` → 200 with a brand-new session (token in body and cookie).
@@ -57,32 +47,18 @@ pub async fn login(
     meta: ClientMeta,
     AppJson(body): AppJson<Credentials>,
 ) -> Result<Response, Error> {
-    let issued = state
-        .sessions
-        .login(
-            &body.username,
-            Password::unchecked(body.password),
-            meta,
-            previous,
-        )
-        .await?;
+    let issued = state.sessions.login(&body.username, Password::unchecked(body.password), meta, previous).await?;
     Ok(issued_response(&state, &issued))
 }
 
 /// `POST /v1/auth/refresh` → 200: a new token for the same session.
-pub async fn refresh(
-    State(state): State<AppState>,
-    AuthSession(auth): AuthSession,
-) -> Result<Response, Error> {
+pub async fn refresh(State(state): State<AppState>, AuthSession(auth): AuthSession) -> Result<Response, Error> {
     let issued = state.sessions.refresh(&auth).await?;
     Ok(issued_response(&state, &issued))
 }
 
 /// `POST /v1/auth/logout` → 204 and a cleared cookie.
-pub async fn logout(
-    State(state): State<AppState>,
-    AuthSession(auth): AuthSession,
-) -> Result<Response, Error> {
+pub async fn logout(State(state): State<AppState>, AuthSession(auth): AuthSession) -> Result<Response, Error> {
     state.sessions.logout(&auth).await?;
     let mut response = StatusCode::NO_CONTENT.into_response();
     if let Some(cookie) = state.cookie.clear() {

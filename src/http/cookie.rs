@@ -18,13 +18,7 @@ impl CookieSettings {
     /// `Set-Cookie` carrying a token.
     #[must_use]
     pub fn issue(&self, token: &SessionToken) -> Option<HeaderValue> {
-        HeaderValue::from_str(&format!(
-            "{}={}; {}",
-            self.name,
-            token.expose(),
-            self.attributes()
-        ))
-        .ok()
+        HeaderValue::from_str(&format!("{}={}; {}", self.name, token.expose(), self.attributes())).ok()
     }
 
     /// `Set-Cookie` that makes the browser forget the session.

@@ -30,39 +30,26 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AppJson<T> {
         if !is_json(request.headers()) {
             return Err(Error::UnsupportedMediaType);
         }
-        let bytes = Bytes::from_request(request, state)
-            .await
-            .map_err(|rejection| {
-                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    Error::PayloadTooLarge
-                } else {
-                    Error::BadRequest("the request body could not be read".to_owned())
-                }
-            })?;
+        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                Error::PayloadTooLarge
+            } else {
+                Error::BadRequest("the request body could not be read".to_owned())
+            }
+        })?;
         let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
         let value = serde_path_to_error::deserialize(&mut deserializer).map_err(json_error)?;
-        deserializer
-            .end()
-            .map_err(|_| Error::BadRequest("trailing characters after the JSON body".to_owned()))?;
+        deserializer.end().map_err(|_| Error::BadRequest("trailing characters after the JSON body".to_owned()))?;
         Ok(Self(value))
     }
 }
 
 fn is_json(headers: &HeaderMap) -> bool {
-    let Some(content_type) = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-    else {
+    let Some(content_type) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
         return false;
     };
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
+    let essence = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 fn json_error(error: serde_path_to_error::Error<serde_json::Error>) -> Error {
@@ -70,31 +57,20 @@ fn json_error(error: serde_path_to_error::Error<serde_json::Error>) -> Error {
     let path = error.path().to_string();
     let inner = error.into_inner();
     match inner.classify() {
-        Category::Syntax | Category::Eof | Category::Io => Error::BadRequest(format!(
-            "the body is not valid JSON (line {}, column {})",
-            inner.line(),
-            inner.column()
-        )),
+        Category::Syntax | Category::Eof | Category::Io => {
+            Error::BadRequest(format!("the body is not valid JSON (line {}, column {})", inner.line(), inner.column()))
+        }
         Category::Data => {
             let message = inner.to_string();
-            let named = message
-                .split('`')
-                .nth(1)
-                .map(|name| name.chars().take(64).collect::<String>());
+            let named = message.split('`').nth(1).map(|name| name.chars().take(64).collect::<String>());
             let (field, detail) = if message.starts_with("missing field") {
                 (named.unwrap_or_else(|| path.clone()), "is required")
             } else if message.starts_with("unknown field") {
                 (named.unwrap_or_else(|| path.clone()), "is not allowed")
             } else {
-                (
-                    if path == "." { "body".to_owned() } else { path },
-                    "has the wrong type",
-                )
+                (if path == "." { "body".to_owned() } else { path }, "has the wrong type")
             };
-            Error::InvalidField {
-                field,
-                detail: detail.to_owned(),
-            }
+            Error::InvalidField { field, detail: detail.to_owned() }
         }
     }
 }
@@ -122,12 +98,7 @@ fn credential(parts: &Parts, cookie_name: &str) -> Option<Result<SessionToken, E
         }
     }
     if let Some(value) = parts.headers.get("x-session-id") {
-        return Some(
-            value
-                .to_str()
-                .map_err(|_| Error::Unauthorized)
-                .and_then(parse),
-        );
+        return Some(value.to_str().map_err(|_| Error::Unauthorized).and_then(parse));
     }
     None
 }
@@ -140,7 +111,14 @@ impl FromRequestParts<AppState> for AuthSession {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
-        let token = credential(parts, &state.cookie.name).unwrap_or(Err(Error::Unauthorized))?;
+        let token = match credential(parts, &state.cookie.name) {
+            Some(Ok(token)) => token,
+            Some(Err(error)) => {
+                state.sessions.malformed_credential();
+                return Err(error);
+            }
+            None => return Err(Error::Unauthorized),
+        };
         state.sessions.authenticate(&token).await.map(Self)
     }
 }
@@ -152,9 +130,7 @@ impl FromRequestParts<AppState> for PresentedToken {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
-        Ok(Self(
-            credential(parts, &state.cookie.name).and_then(Result::ok),
-        ))
+        Ok(Self(credential(parts, &state.cookie.name).and_then(Result::ok)))
     }
 }
 
@@ -162,10 +138,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientMeta {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Error> {
-        let ip = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|info| info.0.ip().to_string());
+        let ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip().to_string());
         let user_agent = parts
             .headers
             .get(header::USER_AGENT)

@@ -23,10 +23,6 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, Error>
     if !state.ready.load(Ordering::Acquire) {
         return Err(Error::NotReady("shutting down"));
     }
-    state
-        .sessions
-        .ping()
-        .await
-        .map_err(|_| Error::NotReady("the session store does not answer"))?;
+    state.sessions.ping().await.map_err(|_| Error::NotReady("the session store does not answer"))?;
     Ok(Json(json!({ "status": "ready" })))
 }

@@ -1,8 +1,9 @@
 //! The HTTP edge: router, middleware order, and the serving loop.
 //!
 //! Layers, outermost first — each sees what the ones inside it produce:
-//! 1. panic → 500 problem+json (a bug must not drop the connection silently);
-//! 2. trace span per request;
+//! 1. observation: server span, `traceparent`, HTTP metrics (outermost, so it sees every
+//!    status including 408 and 500);
+//! 2. panic → 500 problem+json (a bug must not drop the connection silently);
 //! 3. `Cache-Control: no-store` and `X-Content-Type-Options: nosniff` on every response
 //!    (session data must never sit in a shared cache);
 //! 4. CORS, only for the configured origins (credentials allowed for exactly those);
@@ -23,7 +24,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderName, HeaderValue, Method};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -32,13 +33,14 @@ use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
-use tower_http::trace::TraceLayer;
 
 pub use cookie::CookieSettings;
 pub use serve::serve;
 
 use crate::error::Error;
 use crate::session::SessionService;
+use crate::telemetry::http::{observe, Observe};
+use crate::telemetry::metrics::Metrics;
 use crate::users::UserService;
 
 /// Largest accepted request body.
@@ -64,6 +66,8 @@ pub struct HttpSettings {
     pub request_timeout: Duration,
     /// Browser origins allowed with credentials.
     pub cors_origins: Vec<String>,
+    /// Span, trace context and HTTP metrics per request.
+    pub observe: Observe,
 }
 
 /// The public router with all middleware.
@@ -74,24 +78,15 @@ pub fn router(state: AppState, settings: &HttpSettings) -> Router {
         .route("/v1/auth/logout", post(auth::logout))
         .route("/v1/auth/refresh", post(auth::refresh))
         .route("/v1/profile", get(sessions::profile))
-        .route(
-            "/v1/sessions",
-            get(sessions::list).delete(sessions::revoke_all),
-        )
+        .route("/v1/sessions", get(sessions::list).delete(sessions::revoke_all))
         .route("/v1/sessions/{session_id}", delete(sessions::revoke))
-        .route(
-            "/v1/admin/users/{username}/sessions",
-            delete(admin::revoke_user_sessions),
-        )
+        .route("/v1/admin/users/{username}/sessions", delete(admin::revoke_user_sessions))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(middleware::from_fn_with_state(
-            settings.request_timeout,
-            request_timeout,
-        ))
+        .layer(middleware::from_fn_with_state(settings.request_timeout, request_timeout))
         .with_state(state);
 
     let api = match cors(&settings.cors_origins) {
@@ -100,33 +95,38 @@ pub fn router(state: AppState, settings: &HttpSettings) -> Router {
     };
     api.layer(SetResponseHeaderLayer::overriding(header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
         .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
-        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
-            let route = request.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str);
-            tracing::info_span!("request", http.request.method = %request.method(), http.route = route)
-        }))
         .layer(CatchPanicLayer::custom(|_panic: Box<dyn std::any::Any + Send>| {
             Error::Internal("handler panicked".to_owned()).into_response()
         }))
+        .layer(middleware::from_fn_with_state(settings.observe.clone(), observe))
+}
+
+/// The admin router: metrics and probes, never rate-limited, never on the public listener.
+pub fn admin_router(state: AppState, metrics: Arc<Metrics>) -> Router {
+    Router::new()
+        .route("/metrics", get(render_metrics).with_state(metrics))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz).with_state(state))
+        .fallback(not_found)
+        .layer(SetResponseHeaderLayer::overriding(header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
+}
+
+async fn render_metrics(State(metrics): State<Arc<Metrics>>) -> Response {
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))], metrics.render())
+        .into_response()
 }
 
 fn cors(origins: &[String]) -> Option<CorsLayer> {
     if origins.is_empty() {
         return None;
     }
-    let origins: Vec<HeaderValue> = origins
-        .iter()
-        .filter_map(|o| HeaderValue::from_str(o).ok())
-        .collect();
+    let origins: Vec<HeaderValue> = origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
     Some(
         CorsLayer::new()
             .allow_origin(AllowOrigin::list(origins))
             .allow_credentials(true)
             .allow_methods([Method::GET, Method::POST, Method::DELETE])
-            .allow_headers([
-                header::AUTHORIZATION,
-                header::CONTENT_TYPE,
-                HeaderName::from_static("x-session-id"),
-            ])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, HeaderName::from_static("x-session-id")])
             .max_age(Duration::from_secs(600)),
     )
 }

@@ -64,10 +64,7 @@ pub async fn profile(AuthSession(auth): AuthSession) -> Json<Profile> {
 }
 
 /// `GET /v1/sessions`, newest first.
-pub async fn list(
-    State(state): State<AppState>,
-    AuthSession(auth): AuthSession,
-) -> Result<Json<SessionList>, Error> {
+pub async fn list(State(state): State<AppState>, AuthSession(auth): AuthSession) -> Result<Json<SessionList>, Error> {
     let sessions = state.sessions.list(&auth).await?;
     let sessions = sessions
         .into_iter()

@@ -45,19 +45,13 @@ impl SessionPolicy {
     #[must_use]
     pub fn slide(&self) -> Slide {
         let idle_ms = i64::try_from(self.idle_timeout.as_millis()).unwrap_or(i64::MAX);
-        Slide {
-            idle_ms,
-            min_interval_ms: idle_ms / 10,
-        }
+        Slide { idle_ms, min_interval_ms: idle_ms / 10 }
     }
 
     /// The sliding rule for an explicit refresh: always rewrite.
     #[must_use]
     pub fn slide_now(&self) -> Slide {
-        Slide {
-            min_interval_ms: 0,
-            ..self.slide()
-        }
+        Slide { min_interval_ms: 0, ..self.slide() }
     }
 }
 
@@ -73,13 +67,7 @@ mod tests {
             max_sessions_per_user: 1,
         };
         let now = Timestamp::from_millis(1_000);
-        assert_eq!(
-            policy.deadlines_at_login(now),
-            (
-                Timestamp::from_millis(61_000),
-                Timestamp::from_millis(61_000)
-            )
-        );
+        assert_eq!(policy.deadlines_at_login(now), (Timestamp::from_millis(61_000), Timestamp::from_millis(61_000)));
     }
 
     #[test]

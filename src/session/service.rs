@@ -8,12 +8,13 @@ use std::sync::Arc;
 use super::{SessionId, SessionPolicy, SessionToken, Timestamp, TokenHash};
 use crate::error::Error;
 use crate::store::{Lookup, SessionRecord, Store, StoreError};
+use crate::telemetry::metrics::Metrics;
 use crate::users::{Password, Passwords, Role, UserKey, Username};
 
 /// Longest `User-Agent` kept with a session, in bytes.
 const MAX_USER_AGENT: usize = 256;
 
-/// Why a session ended (a metrics label later; logged now).
+/// Why a session ended (the `reason` label of `sessiond_sessions_revoked_total`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RevokeReason {
     /// The client logged out.
@@ -57,6 +58,20 @@ pub struct Authenticated {
     pub roles: Vec<String>,
 }
 
+impl RevokeReason {
+    /// The metric label.
+    #[must_use]
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Logout => "logout",
+            Self::LogoutAll => "logout_all",
+            Self::Admin => "admin",
+            Self::Rotation => "rotation",
+            Self::Limit => "limit",
+        }
+    }
+}
+
 impl Authenticated {
     /// Whether the owner holds `role`.
     #[must_use]
@@ -71,17 +86,26 @@ pub struct SessionService {
     store: Arc<dyn Store>,
     passwords: Arc<Passwords>,
     policy: SessionPolicy,
+    metrics: Arc<Metrics>,
 }
 
 impl SessionService {
     /// Wire the service.
     #[must_use]
-    pub fn new(store: Arc<dyn Store>, passwords: Arc<Passwords>, policy: SessionPolicy) -> Self {
-        Self {
-            store,
-            passwords,
-            policy,
+    pub fn new(store: Arc<dyn Store>, passwords: Arc<Passwords>, policy: SessionPolicy, metrics: Arc<Metrics>) -> Self {
+        Self { store, passwords, policy, metrics }
+    }
+
+    fn revoked(&self, reason: RevokeReason, ids: &[&SessionId]) {
+        for id in ids {
+            tracing::info!(session_id = id.as_str(), reason = reason.label(), "session revoked");
         }
+        self.metrics.sessions_revoked(reason.label(), ids.len() as u64);
+    }
+
+    fn revoked_many(&self, reason: RevokeReason, user_id: &str, count: u64) {
+        tracing::info!(user_id, revoked = count, reason = reason.label(), "sessions revoked");
+        self.metrics.sessions_revoked(reason.label(), count);
     }
 
     /// Check credentials and open a brand-new session. A session the request already carried
@@ -97,22 +121,35 @@ impl SessionService {
         meta: ClientMeta,
         previous: Option<SessionToken>,
     ) -> Result<Issued, Error> {
+        let result = self.login_inner(username, password, meta, previous).await;
+        self.metrics.login(match &result {
+            Ok(_) => "success",
+            Err(Error::InvalidCredentials) => "invalid_credentials",
+            Err(_) => "unavailable",
+        });
+        result
+    }
+
+    async fn login_inner(
+        &self,
+        username: &str,
+        password: Password,
+        meta: ClientMeta,
+        previous: Option<SessionToken>,
+    ) -> Result<Issued, Error> {
         let key = Username::parse(username).ok().map(|name| name.key());
         let user = match &key {
             Some(key) => self.store.find_user(key).await?,
             None => None,
         };
         // Always verify (against a dummy hash for unknown users) so timing does not tell.
-        let verified = self
-            .passwords
-            .verify(&password, user.as_ref().map(|u| u.password_hash.as_str()))
-            .await;
+        let verified = self.passwords.verify(&password, user.as_ref().map(|u| u.password_hash.as_str())).await;
         let (Some(user), Some(key), true) = (user, key, verified) else {
             return Err(Error::InvalidCredentials);
         };
         if let Some(previous) = previous {
             if let Some(id) = self.store.revoke_session(&previous.hash()).await? {
-                tracing::info!(session_id = id.as_str(), reason = ?RevokeReason::Rotation, "session revoked");
+                self.revoked(RevokeReason::Rotation, &[&id]);
             }
         }
         let now = Timestamp::now();
@@ -129,15 +166,11 @@ impl SessionService {
             ip: meta.ip,
             user_agent: meta.user_agent.map(|ua| truncate(ua, MAX_USER_AGENT)),
         };
-        let (token, hash) = SessionToken::generate_in(session.user_key.shard())
-            .map_err(|e| Error::Internal(e.to_string()))?;
-        let evicted = self
-            .store
-            .create_session(&hash, &session, self.policy.max_sessions_per_user, now)
-            .await?;
-        for id in &evicted {
-            tracing::info!(session_id = id.as_str(), reason = ?RevokeReason::Limit, "session revoked");
-        }
+        let (token, hash) =
+            SessionToken::generate_in(session.user_key.shard()).map_err(|e| Error::Internal(e.to_string()))?;
+        let evicted = self.store.create_session(&hash, &session, self.policy.max_sessions_per_user, now).await?;
+        self.revoked(RevokeReason::Limit, &evicted.iter().collect::<Vec<_>>());
+        self.metrics.session_created();
         tracing::info!(session_id = session.session_id.as_str(), user_id = %session.user_id, "session created");
         Ok(Issued { token, session })
     }
@@ -148,18 +181,22 @@ impl SessionService {
     /// 401 when the token is unknown, expired or revoked; 503 when the store is unavailable.
     pub async fn authenticate(&self, token: &SessionToken) -> Result<Authenticated, Error> {
         let hash = token.hash();
-        match self
-            .store
-            .touch_session(&hash, Timestamp::now(), self.policy.slide())
-            .await?
-        {
-            Lookup::Found { session, roles } => Ok(Authenticated {
-                hash,
-                session,
-                roles,
-            }),
+        let lookup = self.store.touch_session(&hash, Timestamp::now(), self.policy.slide()).await;
+        self.metrics.validation(match &lookup {
+            Ok(Lookup::Found { .. }) => "valid",
+            Ok(Lookup::Missing) => "invalid",
+            Ok(Lookup::Expired) => "expired",
+            Err(_) => "unavailable",
+        });
+        match lookup? {
+            Lookup::Found { session, roles } => Ok(Authenticated { hash, session, roles }),
             Lookup::Expired | Lookup::Missing => Err(Error::Unauthorized),
         }
+    }
+
+    /// Count a credential that could not even be parsed as a failed validation.
+    pub fn malformed_credential(&self) {
+        self.metrics.validation("invalid");
     }
 
     /// Issue a new token for the caller's session; the old token stops working at once.
@@ -168,18 +205,11 @@ impl SessionService {
     /// # Errors
     /// 401 when the session ended meanwhile; 503 when the store is unavailable.
     pub async fn refresh(&self, auth: &Authenticated) -> Result<Issued, Error> {
-        let (token, hash) = SessionToken::generate_in(auth.session.user_key.shard())
-            .map_err(|e| Error::Internal(e.to_string()))?;
-        match self
-            .store
-            .rotate_session(&auth.hash, &hash, Timestamp::now(), self.policy.slide_now())
-            .await?
-        {
+        let (token, hash) =
+            SessionToken::generate_in(auth.session.user_key.shard()).map_err(|e| Error::Internal(e.to_string()))?;
+        match self.store.rotate_session(&auth.hash, &hash, Timestamp::now(), self.policy.slide_now()).await? {
             Lookup::Found { session, .. } => {
-                tracing::info!(
-                    session_id = session.session_id.as_str(),
-                    "session token rotated"
-                );
+                tracing::info!(session_id = session.session_id.as_str(), "session token rotated");
                 Ok(Issued { token, session })
             }
             Lookup::Expired | Lookup::Missing => Err(Error::Unauthorized),
@@ -196,12 +226,8 @@ impl SessionService {
     /// must end the session whichever token it now answers to.
     pub async fn logout(&self, auth: &Authenticated) -> Result<(), Error> {
         let id = &auth.session.session_id;
-        if self
-            .store
-            .revoke_session_by_id(&auth.session.user_key, id)
-            .await?
-        {
-            tracing::info!(session_id = id.as_str(), reason = ?RevokeReason::Logout, "session revoked");
+        if self.store.revoke_session_by_id(&auth.session.user_key, id).await? {
+            self.revoked(RevokeReason::Logout, &[id]);
         }
         Ok(())
     }
@@ -211,10 +237,7 @@ impl SessionService {
     /// # Errors
     /// 503 when the store is unavailable.
     pub async fn list(&self, auth: &Authenticated) -> Result<Vec<SessionRecord>, Error> {
-        let mut sessions = self
-            .store
-            .list_sessions(&auth.session.user_key, Timestamp::now())
-            .await?;
+        let mut sessions = self.store.list_sessions(&auth.session.user_key, Timestamp::now()).await?;
         sessions.sort_by(|a, b| (b.created_at, &b.session_id).cmp(&(a.created_at, &a.session_id)));
         Ok(sessions)
     }
@@ -225,12 +248,8 @@ impl SessionService {
     /// 404 when the id is malformed or not one of the caller's live sessions.
     pub async fn revoke(&self, auth: &Authenticated, session_id: &str) -> Result<(), Error> {
         let id = SessionId::parse(session_id).ok_or(Error::NotFound("session"))?;
-        if self
-            .store
-            .revoke_session_by_id(&auth.session.user_key, &id)
-            .await?
-        {
-            tracing::info!(session_id = id.as_str(), reason = ?RevokeReason::Logout, "session revoked");
+        if self.store.revoke_session_by_id(&auth.session.user_key, &id).await? {
+            self.revoked(RevokeReason::Logout, &[&id]);
             Ok(())
         } else {
             Err(Error::NotFound("session"))
@@ -241,17 +260,10 @@ impl SessionService {
     ///
     /// # Errors
     /// 503 when the store is unavailable.
-    pub async fn revoke_all(
-        &self,
-        auth: &Authenticated,
-        except_current: bool,
-    ) -> Result<u64, Error> {
+    pub async fn revoke_all(&self, auth: &Authenticated, except_current: bool) -> Result<u64, Error> {
         let keep = except_current.then_some(&auth.session.session_id);
-        let revoked = self
-            .store
-            .revoke_user_sessions(&auth.session.user_key, keep)
-            .await?;
-        tracing::info!(user_id = %auth.session.user_id, revoked, reason = ?RevokeReason::LogoutAll, "sessions revoked");
+        let revoked = self.store.revoke_user_sessions(&auth.session.user_key, keep).await?;
+        self.revoked_many(RevokeReason::LogoutAll, &auth.session.user_id, revoked);
         Ok(revoked)
     }
 
@@ -263,14 +275,13 @@ impl SessionService {
         if !auth.has_role(Role::ADMIN) {
             return Err(Error::Forbidden);
         }
-        let key: UserKey = Username::parse(username)
-            .map_err(|_| Error::NotFound("user"))?
-            .key();
+        let key: UserKey = Username::parse(username).map_err(|_| Error::NotFound("user"))?.key();
         if self.store.find_user(&key).await?.is_none() {
             return Err(Error::NotFound("user"));
         }
         let revoked = self.store.revoke_user_sessions(&key, None).await?;
-        tracing::info!(admin_user_id = %auth.session.user_id, revoked, reason = ?RevokeReason::Admin, "sessions revoked");
+        tracing::info!(admin_user_id = %auth.session.user_id, "admin revoked a user's sessions");
+        self.revoked_many(RevokeReason::Admin, "-", revoked);
         Ok(revoked)
     }
 

@@ -178,11 +178,8 @@ impl Shard {
     /// The shard of a normalised username.
     #[must_use]
     pub fn of_user(user_key: &str) -> Self {
-        let digest: [u8; 32] = Sha256::new()
-            .chain_update(b"sessiond/user/")
-            .chain_update(user_key.as_bytes())
-            .finalize()
-            .into();
+        let digest: [u8; 32] =
+            Sha256::new().chain_update(b"sessiond/user/").chain_update(user_key.as_bytes()).finalize().into();
         Self::of_digest(&digest)
     }
 
@@ -217,13 +214,7 @@ mod tests {
 
     #[test]
     fn malformed_tokens_and_ids_are_rejected() {
-        for bad in [
-            "",
-            "short",
-            &"A".repeat(44),
-            &"*".repeat(43),
-            &"A".repeat(42),
-        ] {
+        for bad in ["", "short", &"A".repeat(44), &"*".repeat(43), &"A".repeat(42)] {
             assert!(SessionToken::parse(bad).is_none(), "{bad:?}");
         }
         // 43 chars whose last symbol carries bits beyond 256: not canonical.
@@ -242,9 +233,7 @@ mod tests {
 
     #[test]
     fn shards_spread_users() {
-        let shards: std::collections::HashSet<_> = (0..5000)
-            .map(|i| Shard::of_user(&format!("user{i}")))
-            .collect();
+        let shards: std::collections::HashSet<_> = (0..5000).map(|i| Shard::of_user(&format!("user{i}"))).collect();
         assert!(shards.len() > 900, "only {} shards used", shards.len());
         assert!(shards.iter().all(|s| s.index() < Shard::COUNT));
     }

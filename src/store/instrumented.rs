@@ -12,18 +12,21 @@ use tracing::Instrument as _;
 
 use super::{Lookup, SessionRecord, Slide, Store, StoreError, UserRecord};
 use crate::session::{SessionId, Timestamp, TokenHash};
+use crate::telemetry::metrics::Metrics;
 use crate::users::UserKey;
 
 /// Observes an inner store.
 pub struct Instrumented {
     inner: Arc<dyn Store>,
     system: &'static str,
+    metrics: Arc<Metrics>,
 }
 
 impl Instrumented {
-    /// Wrap `inner`; `system` names the backend in spans (`redis`, `memory`).
-    pub fn new(inner: Arc<dyn Store>, system: &'static str) -> Self {
-        Self { inner, system }
+    /// Wrap `inner`; `system` names the backend in spans (`redis`, `memory`). Latency and
+    /// error metrics (`sessiond_redis_*`) are recorded for Redis only.
+    pub fn new(inner: Arc<dyn Store>, system: &'static str, metrics: Arc<Metrics>) -> Self {
+        Self { inner, system, metrics }
     }
 
     async fn observe<T>(
@@ -31,9 +34,10 @@ impl Instrumented {
         op: &'static str,
         call: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        let span = tracing::debug_span!(
+        let span = tracing::info_span!(
             "store",
             otel.name = op,
+            otel.kind = "client",
             db.system.name = self.system,
             db.operation.name = op,
             error.type = tracing::field::Empty,
@@ -41,6 +45,9 @@ impl Instrumented {
         let started = Instant::now();
         let result = call.instrument(span.clone()).await;
         let elapsed = started.elapsed();
+        if self.system == "redis" {
+            self.metrics.redis_command(op, elapsed.as_secs_f64(), result.as_ref().err().map(StoreError::kind));
+        }
         if let Err(error) = &result {
             span.record("error.type", error.kind());
             tracing::debug!(parent: &span, %error, elapsed_ms = elapsed.as_secs_f64() * 1e3, "store call failed");
@@ -55,15 +62,13 @@ impl Store for Instrumented {
         self.observe("ping", self.inner.ping()).await
     }
     async fn insert_user(&self, key: &UserKey, user: &UserRecord) -> Result<bool, StoreError> {
-        self.observe("insert_user", self.inner.insert_user(key, user))
-            .await
+        self.observe("insert_user", self.inner.insert_user(key, user)).await
     }
     async fn find_user(&self, key: &UserKey) -> Result<Option<UserRecord>, StoreError> {
         self.observe("find_user", self.inner.find_user(key)).await
     }
     async fn set_role(&self, key: &UserKey, role: &str, granted: bool) -> Result<bool, StoreError> {
-        self.observe("set_role", self.inner.set_role(key, role, granted))
-            .await
+        self.observe("set_role", self.inner.set_role(key, role, granted)).await
     }
     async fn create_session(
         &self,
@@ -72,20 +77,10 @@ impl Store for Instrumented {
         max_per_user: u32,
         now: Timestamp,
     ) -> Result<Vec<SessionId>, StoreError> {
-        self.observe(
-            "create_session",
-            self.inner.create_session(hash, session, max_per_user, now),
-        )
-        .await
+        self.observe("create_session", self.inner.create_session(hash, session, max_per_user, now)).await
     }
-    async fn touch_session(
-        &self,
-        hash: &TokenHash,
-        now: Timestamp,
-        slide: Slide,
-    ) -> Result<Lookup, StoreError> {
-        self.observe("touch_session", self.inner.touch_session(hash, now, slide))
-            .await
+    async fn touch_session(&self, hash: &TokenHash, now: Timestamp, slide: Slide) -> Result<Lookup, StoreError> {
+        self.observe("touch_session", self.inner.touch_session(hash, now, slide)).await
     }
     async fn rotate_session(
         &self,
@@ -94,52 +89,24 @@ impl Store for Instrumented {
         now: Timestamp,
         slide: Slide,
     ) -> Result<Lookup, StoreError> {
-        self.observe(
-            "rotate_session",
-            self.inner.rotate_session(old, new, now, slide),
-        )
-        .await
+        self.observe("rotate_session", self.inner.rotate_session(old, new, now, slide)).await
     }
     async fn revoke_session(&self, hash: &TokenHash) -> Result<Option<SessionId>, StoreError> {
-        self.observe("revoke_session", self.inner.revoke_session(hash))
-            .await
+        self.observe("revoke_session", self.inner.revoke_session(hash)).await
     }
-    async fn revoke_session_by_id(
-        &self,
-        user: &UserKey,
-        id: &SessionId,
-    ) -> Result<bool, StoreError> {
-        self.observe(
-            "revoke_session_by_id",
-            self.inner.revoke_session_by_id(user, id),
-        )
-        .await
+    async fn revoke_session_by_id(&self, user: &UserKey, id: &SessionId) -> Result<bool, StoreError> {
+        self.observe("revoke_session_by_id", self.inner.revoke_session_by_id(user, id)).await
     }
-    async fn revoke_user_sessions(
-        &self,
-        user: &UserKey,
-        keep: Option<&SessionId>,
-    ) -> Result<u64, StoreError> {
-        self.observe(
-            "revoke_user_sessions",
-            self.inner.revoke_user_sessions(user, keep),
-        )
-        .await
+    async fn revoke_user_sessions(&self, user: &UserKey, keep: Option<&SessionId>) -> Result<u64, StoreError> {
+        self.observe("revoke_user_sessions", self.inner.revoke_user_sessions(user, keep)).await
     }
-    async fn list_sessions(
-        &self,
-        user: &UserKey,
-        now: Timestamp,
-    ) -> Result<Vec<SessionRecord>, StoreError> {
-        self.observe("list_sessions", self.inner.list_sessions(user, now))
-            .await
+    async fn list_sessions(&self, user: &UserKey, now: Timestamp) -> Result<Vec<SessionRecord>, StoreError> {
+        self.observe("list_sessions", self.inner.list_sessions(user, now)).await
     }
     async fn count_active(&self, now: Timestamp) -> Result<u64, StoreError> {
-        self.observe("count_active", self.inner.count_active(now))
-            .await
+        self.observe("count_active", self.inner.count_active(now)).await
     }
     async fn prune_expired(&self, now: Timestamp) -> Result<(), StoreError> {
-        self.observe("prune_expired", self.inner.prune_expired(now))
-            .await
+        self.observe("prune_expired", self.inner.prune_expired(now)).await
     }
 }

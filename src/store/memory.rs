@@ -53,10 +53,7 @@ impl State {
     }
 
     fn roles(&self, user: &UserKey) -> Vec<String> {
-        self.users
-            .get(user)
-            .map(|u| u.roles.clone())
-            .unwrap_or_default()
+        self.users.get(user).map(|u| u.roles.clone()).unwrap_or_default()
     }
 
     fn user_sessions(&self, user: &UserKey, now: Timestamp) -> Vec<(TokenHash, SessionRecord)> {
@@ -89,8 +86,7 @@ fn slide(session: &mut SessionRecord, now: Timestamp, slide: Slide) {
     if now.millis_since(session.last_seen_at) >= slide.min_interval_ms {
         session.last_seen_at = now;
         session.idle_expires_at =
-            Timestamp::from_millis(now.millis().saturating_add(slide.idle_ms))
-                .min(session.expires_at);
+            Timestamp::from_millis(now.millis().saturating_add(slide.idle_ms)).min(session.expires_at);
     }
 }
 
@@ -104,9 +100,7 @@ impl MemoryStore {
     fn state(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave a half-applied change visible to the
         // contract (each method mutates last), so a poisoned lock is still usable.
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -155,9 +149,7 @@ impl Store for MemoryStore {
         let mut live = state.user_sessions(&session.user_key, now);
         let mut evicted = Vec::new();
         if max_per_user > 0 {
-            live.sort_by(|a, b| {
-                (a.1.created_at, &a.1.session_id).cmp(&(b.1.created_at, &b.1.session_id))
-            });
+            live.sort_by(|a, b| (a.1.created_at, &a.1.session_id).cmp(&(b.1.created_at, &b.1.session_id)));
             let excess = (live.len() + 1).saturating_sub(max_per_user as usize);
             for (old_hash, old) in live.into_iter().take(excess) {
                 state.remove(&old_hash);
@@ -165,20 +157,11 @@ impl Store for MemoryStore {
             }
         }
         state.sessions.insert(*hash, session.clone());
-        state
-            .by_user
-            .entry(session.user_key.clone())
-            .or_default()
-            .insert(session.session_id.clone(), *hash);
+        state.by_user.entry(session.user_key.clone()).or_default().insert(session.session_id.clone(), *hash);
         Ok(evicted)
     }
 
-    async fn touch_session(
-        &self,
-        hash: &TokenHash,
-        now: Timestamp,
-        rule: Slide,
-    ) -> Result<Lookup, StoreError> {
+    async fn touch_session(&self, hash: &TokenHash, now: Timestamp, rule: Slide) -> Result<Lookup, StoreError> {
         let mut state = self.state();
         let session = match state.live(hash, now) {
             Ok(session) => {
@@ -221,34 +204,18 @@ impl Store for MemoryStore {
         Ok(self.state().remove(hash).map(|s| s.session_id))
     }
 
-    async fn revoke_session_by_id(
-        &self,
-        user: &UserKey,
-        id: &SessionId,
-    ) -> Result<bool, StoreError> {
+    async fn revoke_session_by_id(&self, user: &UserKey, id: &SessionId) -> Result<bool, StoreError> {
         let mut state = self.state();
-        let Some(hash) = state
-            .by_user
-            .get(user)
-            .and_then(|index| index.get(id))
-            .copied()
-        else {
+        let Some(hash) = state.by_user.get(user).and_then(|index| index.get(id)).copied() else {
             return Ok(false);
         };
         let now = Timestamp::now();
-        let live = state
-            .sessions
-            .get(&hash)
-            .is_some_and(|s| s.deadline() > now);
+        let live = state.sessions.get(&hash).is_some_and(|s| s.deadline() > now);
         state.remove(&hash);
         Ok(live)
     }
 
-    async fn revoke_user_sessions(
-        &self,
-        user: &UserKey,
-        keep: Option<&SessionId>,
-    ) -> Result<u64, StoreError> {
+    async fn revoke_user_sessions(&self, user: &UserKey, keep: Option<&SessionId>) -> Result<u64, StoreError> {
         let mut state = self.state();
         let now = Timestamp::now();
         let doomed: Vec<TokenHash> = state
@@ -268,36 +235,18 @@ impl Store for MemoryStore {
         Ok(revoked)
     }
 
-    async fn list_sessions(
-        &self,
-        user: &UserKey,
-        now: Timestamp,
-    ) -> Result<Vec<SessionRecord>, StoreError> {
-        Ok(self
-            .state()
-            .user_sessions(user, now)
-            .into_iter()
-            .map(|(_, s)| s)
-            .collect())
+    async fn list_sessions(&self, user: &UserKey, now: Timestamp) -> Result<Vec<SessionRecord>, StoreError> {
+        Ok(self.state().user_sessions(user, now).into_iter().map(|(_, s)| s).collect())
     }
 
     async fn count_active(&self, now: Timestamp) -> Result<u64, StoreError> {
-        Ok(self
-            .state()
-            .sessions
-            .values()
-            .filter(|s| s.deadline() > now)
-            .count() as u64)
+        Ok(self.state().sessions.values().filter(|s| s.deadline() > now).count() as u64)
     }
 
     async fn prune_expired(&self, now: Timestamp) -> Result<(), StoreError> {
         let mut state = self.state();
-        let expired: Vec<TokenHash> = state
-            .sessions
-            .iter()
-            .filter(|(_, s)| s.deadline() <= now)
-            .map(|(h, _)| *h)
-            .collect();
+        let expired: Vec<TokenHash> =
+            state.sessions.iter().filter(|(_, s)| s.deadline() <= now).map(|(h, _)| *h).collect();
         for hash in expired {
             state.remove(&hash);
         }

@@ -73,10 +73,7 @@ impl SessionRecord {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Lookup {
     /// Live session, with its owner's current roles.
-    Found {
-        session: SessionRecord,
-        roles: Vec<String>,
-    },
+    Found { session: SessionRecord, roles: Vec<String> },
     /// The session existed but its deadline has passed (it is now deleted).
     Expired,
     /// No such session: never existed, revoked, or already removed by TTL.
@@ -110,10 +107,7 @@ impl StoreError {
     }
 
     pub(crate) fn other(op: &'static str, detail: impl Into<String>) -> Self {
-        Self::Other {
-            op,
-            detail: detail.into(),
-        }
+        Self::Other { op, detail: detail.into() }
     }
 }
 
@@ -144,12 +138,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<SessionId>, StoreError>;
 
     /// Validate: return the session if it is live, sliding its idle deadline by `slide`.
-    async fn touch_session(
-        &self,
-        hash: &TokenHash,
-        now: Timestamp,
-        slide: Slide,
-    ) -> Result<Lookup, StoreError>;
+    async fn touch_session(&self, hash: &TokenHash, now: Timestamp, slide: Slide) -> Result<Lookup, StoreError>;
 
     /// Move a live session from `old` to `new` (token rotation), sliding its idle deadline.
     /// `created_at` and `expires_at` are kept. Returns `Missing`/`Expired` when `old` is gone.
@@ -165,25 +154,13 @@ pub trait Store: Send + Sync + 'static {
     async fn revoke_session(&self, hash: &TokenHash) -> Result<Option<SessionId>, StoreError>;
 
     /// Delete one of `user`'s sessions by id. Returns `false` if the user has no such live session.
-    async fn revoke_session_by_id(
-        &self,
-        user: &UserKey,
-        id: &SessionId,
-    ) -> Result<bool, StoreError>;
+    async fn revoke_session_by_id(&self, user: &UserKey, id: &SessionId) -> Result<bool, StoreError>;
 
     /// Delete all of `user`'s sessions except `keep`. Returns how many were deleted.
-    async fn revoke_user_sessions(
-        &self,
-        user: &UserKey,
-        keep: Option<&SessionId>,
-    ) -> Result<u64, StoreError>;
+    async fn revoke_user_sessions(&self, user: &UserKey, keep: Option<&SessionId>) -> Result<u64, StoreError>;
 
     /// The user's live sessions, in no particular order.
-    async fn list_sessions(
-        &self,
-        user: &UserKey,
-        now: Timestamp,
-    ) -> Result<Vec<SessionRecord>, StoreError>;
+    async fn list_sessions(&self, user: &UserKey, now: Timestamp) -> Result<Vec<SessionRecord>, StoreError>;
 
     /// Exact number of sessions whose deadline is after `now`, across all users.
     async fn count_active(&self, now: Timestamp) -> Result<u64, StoreError>;

@@ -45,11 +45,7 @@ struct Script {
 
 impl Script {
     fn new(body: &str, with_prelude: bool) -> Self {
-        let lua = if with_prelude {
-            format!("{PRELUDE}\n{body}")
-        } else {
-            body.to_owned()
-        };
+        let lua = if with_prelude { format!("{PRELUDE}\n{body}") } else { body.to_owned() };
         let sha = fred::util::sha1_hash(&lua);
         Self { lua, sha }
     }
@@ -103,9 +99,7 @@ pub struct RedisStore {
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisStore")
-            .field("timeout", &self.timeout)
-            .finish_non_exhaustive()
+        f.debug_struct("RedisStore").field("timeout", &self.timeout).finish_non_exhaustive()
     }
 }
 
@@ -154,9 +148,7 @@ impl RedisStore {
                 };
                 c.tcp = TcpConfig {
                     nodelay: Some(true),
-                    keepalive: Some(
-                        fred::socket2::TcpKeepalive::new().with_time(Duration::from_secs(30)),
-                    ),
+                    keepalive: Some(fred::socket2::TcpKeepalive::new().with_time(Duration::from_secs(30))),
                     ..TcpConfig::default()
                 };
                 c.reconnect_errors = vec![
@@ -170,11 +162,7 @@ impl RedisStore {
             .set_policy(ReconnectPolicy::new_exponential(0, 50, 1000, 2))
             .build_pool(settings.pool_size.max(1))?;
         drop(pool.connect_pool());
-        Ok(Self {
-            pool,
-            timeout,
-            scripts: Scripts::new(),
-        })
+        Ok(Self { pool, timeout, scripts: Scripts::new() })
     }
 
     /// Wait until at least one connection is up (for tools and tests), bounded by `within`.
@@ -196,10 +184,7 @@ impl RedisStore {
         if client.is_connected() {
             Ok(client)
         } else {
-            Err(StoreError::Connection {
-                op,
-                detail: "not connected".to_owned(),
-            })
+            Err(StoreError::Connection { op, detail: "not connected".to_owned() })
         }
     }
 
@@ -225,21 +210,12 @@ impl RedisStore {
         args: Vec<String>,
     ) -> Result<Value, StoreError> {
         let client = self.client(op)?;
-        let first: Result<Value, StoreError> = self
-            .bounded(
-                op,
-                client.evalsha(script.sha.as_str(), keys.clone(), args.clone()),
-            )
-            .await;
+        let first: Result<Value, StoreError> =
+            self.bounded(op, client.evalsha(script.sha.as_str(), keys.clone(), args.clone())).await;
         match first {
             Err(StoreError::Other { detail, .. }) if detail.starts_with("NOSCRIPT") => {
-                self.bounded(
-                    op,
-                    client.script_load_cluster::<Value, _>(script.lua.as_str()),
-                )
-                .await?;
-                self.bounded(op, client.evalsha(script.sha.as_str(), keys, args))
-                    .await
+                self.bounded(op, client.script_load_cluster::<Value, _>(script.lua.as_str())).await?;
+                self.bounded(op, client.evalsha(script.sha.as_str(), keys, args)).await
             }
             other => other,
         }
@@ -249,10 +225,9 @@ impl RedisStore {
 fn classify(op: &'static str, error: &fred::error::Error) -> StoreError {
     match error.kind() {
         ErrorKind::Timeout => StoreError::Timeout { op },
-        ErrorKind::IO | ErrorKind::Canceled | ErrorKind::Backpressure => StoreError::Connection {
-            op,
-            detail: error.details().to_owned(),
-        },
+        ErrorKind::IO | ErrorKind::Canceled | ErrorKind::Backpressure => {
+            StoreError::Connection { op, detail: error.details().to_owned() }
+        }
         _ => StoreError::other(op, error.details().to_owned()),
     }
 }
@@ -280,16 +255,10 @@ fn session_from_row(op: &'static str, row: &Value) -> Result<SessionRecord, Stor
     let cell = |n: usize| cells.get(n).and_then(text).filter(|s| !s.is_empty());
     let malformed = || StoreError::other(op, "malformed session row");
     Ok(SessionRecord {
-        session_id: cell(0)
-            .as_deref()
-            .and_then(SessionId::parse)
-            .ok_or_else(malformed)?,
+        session_id: cell(0).as_deref().and_then(SessionId::parse).ok_or_else(malformed)?,
         user_id: cell(1).ok_or_else(malformed)?,
         username: cell(2).ok_or_else(malformed)?,
-        user_key: cell(3)
-            .as_deref()
-            .and_then(UserKey::from_stored)
-            .ok_or_else(malformed)?,
+        user_key: cell(3).as_deref().and_then(UserKey::from_stored).ok_or_else(malformed)?,
         created_at: millis(op, cells.get(4))?,
         last_seen_at: millis(op, cells.get(5))?,
         idle_expires_at: millis(op, cells.get(6))?,
@@ -302,13 +271,7 @@ fn session_from_row(op: &'static str, row: &Value) -> Result<SessionRecord, Stor
 fn roles_from(value: Option<&Value>) -> Vec<String> {
     value
         .and_then(text)
-        .map(|roles| {
-            roles
-                .split(',')
-                .filter(|r| !r.is_empty())
-                .map(str::to_owned)
-                .collect()
-        })
+        .map(|roles| roles.split(',').filter(|r| !r.is_empty()).map(str::to_owned).collect())
         .unwrap_or_default()
 }
 
@@ -322,10 +285,7 @@ fn lookup_from(op: &'static str, reply: &Value) -> Result<Lookup, StoreError> {
         Some(1) => Ok(Lookup::Expired),
         Some(2) => {
             let session = session_from_row(op, parts.get(1).unwrap_or(&Value::Null))?;
-            Ok(Lookup::Found {
-                session,
-                roles: roles_from(parts.get(2)),
-            })
+            Ok(Lookup::Found { session, roles: roles_from(parts.get(2)) })
         }
         _ => Err(StoreError::other(op, "unexpected reply")),
     }
@@ -363,9 +323,7 @@ fn session_fields(session: &SessionRecord) -> Vec<String> {
 impl Store for RedisStore {
     async fn ping(&self) -> Result<(), StoreError> {
         let client = self.client("ping")?;
-        self.bounded("ping", client.ping::<Value>(None))
-            .await
-            .map(drop)
+        self.bounded("ping", client.ping::<Value>(None)).await.map(drop)
     }
 
     async fn insert_user(&self, key: &UserKey, user: &UserRecord) -> Result<bool, StoreError> {
@@ -381,14 +339,7 @@ impl Store for RedisStore {
             "created".to_owned(),
             user.created_at.millis().to_string(),
         ];
-        let reply = self
-            .eval(
-                "insert_user",
-                &self.scripts.insert_user,
-                vec![keys::user(key)],
-                args,
-            )
-            .await?;
+        let reply = self.eval("insert_user", &self.scripts.insert_user, vec![keys::user(key)], args).await?;
         Ok(reply.as_i64() == Some(1))
     }
 
@@ -400,36 +351,19 @@ impl Store for RedisStore {
         if fields.is_empty() {
             return Ok(None);
         }
-        let get = |name: &str| {
-            fields
-                .get(name)
-                .cloned()
-                .ok_or_else(|| StoreError::other(OP, "malformed user"))
-        };
+        let get = |name: &str| fields.get(name).cloned().ok_or_else(|| StoreError::other(OP, "malformed user"));
         Ok(Some(UserRecord {
             user_id: get("id")?,
             username: get("name")?,
             password_hash: get("phc")?,
-            roles: roles_from(
-                fields
-                    .get("roles")
-                    .map(|r| Value::from(r.as_str()))
-                    .as_ref(),
-            ),
+            roles: roles_from(fields.get("roles").map(|r| Value::from(r.as_str())).as_ref()),
             created_at: Timestamp::from_millis(get("created")?.parse().unwrap_or_default()),
         }))
     }
 
     async fn set_role(&self, key: &UserKey, role: &str, granted: bool) -> Result<bool, StoreError> {
         let args = vec![role.to_owned(), if granted { "1" } else { "0" }.to_owned()];
-        let reply = self
-            .eval(
-                "set_role",
-                &self.scripts.set_role,
-                vec![keys::user(key)],
-                args,
-            )
-            .await?;
+        let reply = self.eval("set_role", &self.scripts.set_role, vec![keys::user(key)], args).await?;
         Ok(reply.as_i64() == Some(1))
     }
 
@@ -454,29 +388,16 @@ impl Store for RedisStore {
             index_ttl.to_string(),
         ];
         args.extend(session_fields(session));
-        let keys = vec![
-            keys::session(hash),
-            keys::user_sessions(&session.user_key),
-            keys::active(shard),
-        ];
+        let keys = vec![keys::session(hash), keys::user_sessions(&session.user_key), keys::active(shard)];
         let reply = self.eval(OP, &self.scripts.create, keys, args).await?;
         let evicted = match reply {
-            Value::Array(ids) => ids
-                .iter()
-                .filter_map(text)
-                .filter_map(|id| SessionId::parse(&id))
-                .collect(),
+            Value::Array(ids) => ids.iter().filter_map(text).filter_map(|id| SessionId::parse(&id)).collect(),
             _ => Vec::new(),
         };
         Ok(evicted)
     }
 
-    async fn touch_session(
-        &self,
-        hash: &TokenHash,
-        now: Timestamp,
-        slide: Slide,
-    ) -> Result<Lookup, StoreError> {
+    async fn touch_session(&self, hash: &TokenHash, now: Timestamp, slide: Slide) -> Result<Lookup, StoreError> {
         const OP: &str = "touch_session";
         let shard = hash.shard();
         let args = vec![
@@ -485,14 +406,7 @@ impl Store for RedisStore {
             slide.min_interval_ms.to_string(),
             slide.idle_ms.to_string(),
         ];
-        let reply = self
-            .eval(
-                OP,
-                &self.scripts.touch,
-                vec![keys::session(hash), keys::active(shard)],
-                args,
-            )
-            .await?;
+        let reply = self.eval(OP, &self.scripts.touch, vec![keys::session(hash), keys::active(shard)], args).await?;
         lookup_from(OP, &reply)
     }
 
@@ -508,12 +422,7 @@ impl Store for RedisStore {
         if new.shard() != shard {
             return Err(StoreError::other(OP, "token drawn for the wrong shard"));
         }
-        let args = vec![
-            keys::prefix(shard),
-            now.millis().to_string(),
-            slide.idle_ms.to_string(),
-            new.encoded(),
-        ];
+        let args = vec![keys::prefix(shard), now.millis().to_string(), slide.idle_ms.to_string(), new.encoded()];
         let keys = vec![keys::session(old), keys::session(new), keys::active(shard)];
         let reply = self.eval(OP, &self.scripts.rotate, keys, args).await?;
         lookup_from(OP, &reply)
@@ -522,61 +431,27 @@ impl Store for RedisStore {
     async fn revoke_session(&self, hash: &TokenHash) -> Result<Option<SessionId>, StoreError> {
         let shard = hash.shard();
         let keys = vec![keys::session(hash), keys::active(shard)];
-        let reply = self
-            .eval(
-                "revoke_session",
-                &self.scripts.revoke,
-                keys,
-                vec![keys::prefix(shard)],
-            )
-            .await?;
+        let reply = self.eval("revoke_session", &self.scripts.revoke, keys, vec![keys::prefix(shard)]).await?;
         Ok(text(&reply).as_deref().and_then(SessionId::parse))
     }
 
-    async fn revoke_session_by_id(
-        &self,
-        user: &UserKey,
-        id: &SessionId,
-    ) -> Result<bool, StoreError> {
+    async fn revoke_session_by_id(&self, user: &UserKey, id: &SessionId) -> Result<bool, StoreError> {
         let shard = user.shard();
         let keys = vec![keys::user_sessions(user), keys::active(shard)];
         let args = vec![keys::prefix(shard), id.as_str().to_owned()];
-        let reply = self
-            .eval(
-                "revoke_session_by_id",
-                &self.scripts.revoke_by_id,
-                keys,
-                args,
-            )
-            .await?;
+        let reply = self.eval("revoke_session_by_id", &self.scripts.revoke_by_id, keys, args).await?;
         Ok(reply.as_i64() == Some(1))
     }
 
-    async fn revoke_user_sessions(
-        &self,
-        user: &UserKey,
-        keep: Option<&SessionId>,
-    ) -> Result<u64, StoreError> {
+    async fn revoke_user_sessions(&self, user: &UserKey, keep: Option<&SessionId>) -> Result<u64, StoreError> {
         let shard = user.shard();
         let keys = vec![keys::user_sessions(user), keys::active(shard)];
-        let args = vec![
-            keys::prefix(shard),
-            keep.map(|id| id.as_str().to_owned()).unwrap_or_default(),
-        ];
-        let reply = self
-            .eval("revoke_user_sessions", &self.scripts.revoke_all, keys, args)
-            .await?;
-        Ok(reply
-            .as_i64()
-            .and_then(|n| u64::try_from(n).ok())
-            .unwrap_or(0))
+        let args = vec![keys::prefix(shard), keep.map(|id| id.as_str().to_owned()).unwrap_or_default()];
+        let reply = self.eval("revoke_user_sessions", &self.scripts.revoke_all, keys, args).await?;
+        Ok(reply.as_i64().and_then(|n| u64::try_from(n).ok()).unwrap_or(0))
     }
 
-    async fn list_sessions(
-        &self,
-        user: &UserKey,
-        now: Timestamp,
-    ) -> Result<Vec<SessionRecord>, StoreError> {
+    async fn list_sessions(&self, user: &UserKey, now: Timestamp) -> Result<Vec<SessionRecord>, StoreError> {
         const OP: &str = "list_sessions";
         let shard = user.shard();
         let keys = vec![keys::user_sessions(user), keys::active(shard)];
@@ -596,16 +471,11 @@ impl Store for RedisStore {
         #[allow(clippy::cast_precision_loss)]
         let lower = (now.millis() + 1) as f64;
         for shard in Shard::all() {
-            let queued: Result<(), _> = pipeline
-                .zcount(keys::active(shard), lower, f64::INFINITY)
-                .await;
+            let queued: Result<(), _> = pipeline.zcount(keys::active(shard), lower, f64::INFINITY).await;
             queued.map_err(|e| classify(OP, &e))?;
         }
         let counts: Vec<i64> = self.bounded(OP, pipeline.all()).await?;
-        Ok(counts
-            .into_iter()
-            .map(|n| u64::try_from(n).unwrap_or(0))
-            .sum())
+        Ok(counts.into_iter().map(|n| u64::try_from(n).unwrap_or(0)).sum())
     }
 
     async fn prune_expired(&self, now: Timestamp) -> Result<(), StoreError> {
@@ -615,9 +485,7 @@ impl Store for RedisStore {
         #[allow(clippy::cast_precision_loss)]
         let upper = now.millis() as f64;
         for shard in Shard::all() {
-            let queued: Result<(), _> = pipeline
-                .zremrangebyscore(keys::active(shard), f64::NEG_INFINITY, upper)
-                .await;
+            let queued: Result<(), _> = pipeline.zremrangebyscore(keys::active(shard), f64::NEG_INFINITY, upper).await;
             queued.map_err(|e| classify(OP, &e))?;
         }
         let _: Vec<i64> = self.bounded(OP, pipeline.all()).await?;

@@ -1,24 +1,102 @@
-//! Logging set-up: pretty for terminals, JSON for collectors; the filter comes from `RUST_LOG`.
+//! Telemetry: logs, traces and metrics, set up once and kept apart from the request path.
+//!
+//! * Logs go through `tracing-subscriber`, JSON or pretty, filtered by `RUST_LOG`.
+//! * Traces go over OTLP/HTTP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (standard `OTEL_*`
+//!   variables for service name and sampler); without it there is no exporter and no
+//!   OpenTelemetry layer at all, so tracing costs nothing.
+//! * Metrics ([`metrics::Metrics`]) are per application and served on the admin listener.
+//!
+//! Nothing secret is ever recorded: spans and log lines name a session by its public id.
 
-use tracing_subscriber::EnvFilter;
+pub mod http;
+pub mod metrics;
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::Resource;
+use tracing_subscriber::filter::{EnvFilter, LevelFilter};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::Layer as _;
 
 use crate::config::{Config, LogFormat};
 
-/// Install the global subscriber. Safe to call once per process.
-pub fn init_logging(config: &Config) {
+static TRACING_ENABLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether [`init`] installed an OpenTelemetry pipeline in this process.
+#[must_use]
+pub fn tracing_enabled() -> bool {
+    TRACING_ENABLED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Keeps the trace pipeline alive; dropping it flushes pending spans.
+#[must_use = "dropping the guard shuts tracing down"]
+pub struct TelemetryGuard {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl TelemetryGuard {
+    /// Whether spans are exported.
+    #[must_use]
+    pub fn tracing_enabled(&self) -> bool {
+        self.provider.is_some()
+    }
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Some(provider) = self.provider.take() {
+            if let Err(error) = provider.shutdown() {
+                eprintln!("warning: flushing traces failed: {error}");
+            }
+        }
+    }
+}
+
+/// Install logging and, when configured, trace export. Call once, before the runtime starts
+/// (the OTLP client is blocking and runs on its own thread).
+pub fn init(config: &Config) -> TelemetryGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let result = match config.log_format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .try_init(),
-        LogFormat::Pretty => builder.try_init(),
-    };
-    if result.is_err() {
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match config.log_format {
+        LogFormat::Json => fmt.json().flatten_event(true).with_current_span(false).with_span_list(true).boxed(),
+        LogFormat::Pretty => fmt.boxed(),
+    }
+    .with_filter(filter);
+
+    let provider = otlp_provider();
+    let otel = provider.as_ref().map(|provider| {
+        tracing_opentelemetry::layer().with_tracer(provider.tracer("sessiond")).with_filter(LevelFilter::INFO)
+    });
+    if provider.is_some() {
+        opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    }
+    if tracing_subscriber::registry().with(fmt).with(otel).try_init().is_err() {
         eprintln!("warning: a logger was already installed");
     }
+    if provider.is_some() {
+        TRACING_ENABLED.store(true, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!("exporting traces over OTLP/HTTP");
+    }
+    TelemetryGuard { provider }
+}
+
+fn otlp_provider() -> Option<SdkTracerProvider> {
+    let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .or_else(|_| std::env::var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+        .ok()
+        .filter(|e| !e.trim().is_empty())?;
+    let exporter = match opentelemetry_otlp::SpanExporter::builder().with_http().build() {
+        Ok(exporter) => exporter,
+        Err(error) => {
+            eprintln!("warning: OTLP endpoint {endpoint:?} unusable, traces disabled: {error}");
+            return None;
+        }
+    };
+    let mut resource = Resource::builder();
+    if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+        resource = resource.with_service_name("sessiond");
+    }
+    Some(SdkTracerProvider::builder().with_resource(resource.build()).with_batch_exporter(exporter).build())
 }

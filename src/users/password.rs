@@ -11,6 +11,9 @@ use std::sync::Arc;
 
 use argon2::{Algorithm, Argon2, Params, PasswordHasher as _, PasswordVerifier as _, Version};
 use tokio::sync::Semaphore;
+use tracing::Instrument as _;
+
+use crate::telemetry::metrics::Metrics;
 
 /// Longest accepted password, in bytes.
 pub const MAX_PASSWORD_BYTES: usize = 1024;
@@ -52,13 +55,12 @@ pub struct Passwords {
     argon: Argon2<'static>,
     permits: Arc<Semaphore>,
     dummy_hash: String,
+    metrics: Arc<Metrics>,
 }
 
 impl fmt::Debug for Passwords {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Passwords")
-            .field("params", self.argon.params())
-            .finish_non_exhaustive()
+        f.debug_struct("Passwords").field("params", self.argon.params()).finish_non_exhaustive()
     }
 }
 
@@ -72,6 +74,7 @@ impl Passwords {
         iterations: u32,
         parallelism: u32,
         concurrency: usize,
+        metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
         let params = Params::new(memory_kib, iterations, parallelism, None)
             .map_err(|e| anyhow::anyhow!("invalid argon2 parameters: {e}"))?;
@@ -80,11 +83,7 @@ impl Passwords {
             .hash_password(b"sessiond dummy password for unknown users")
             .map_err(|e| anyhow::anyhow!("argon2 self-test failed: {e}"))?
             .to_string();
-        Ok(Self {
-            argon,
-            permits: Arc::new(Semaphore::new(concurrency.max(1))),
-            dummy_hash,
-        })
+        Ok(Self { argon, permits: Arc::new(Semaphore::new(concurrency.max(1))), dummy_hash, metrics })
     }
 
     /// Hash a new password into a PHC string.
@@ -94,11 +93,8 @@ impl Passwords {
     pub async fn hash(&self, password: &Password) -> Result<String, String> {
         let argon = self.argon.clone();
         let password = password.0.clone();
-        self.on_pool(move || {
-            argon
-                .hash_password(password.as_bytes())
-                .map(|h| h.to_string())
-                .map_err(|e| e.to_string())
+        self.on_pool("hash", move || {
+            argon.hash_password(password.as_bytes()).map(|h| h.to_string()).map_err(|e| e.to_string())
         })
         .await?
     }
@@ -113,11 +109,7 @@ impl Passwords {
             None => (self.dummy_hash.clone(), false),
         };
         let matched = self
-            .on_pool(move || {
-                argon
-                    .verify_password(password.as_bytes(), phc.as_str())
-                    .is_ok()
-            })
+            .on_pool("verify", move || argon.verify_password(password.as_bytes(), phc.as_str()).is_ok())
             .await
             .unwrap_or(false);
         matched && known
@@ -125,11 +117,23 @@ impl Passwords {
 
     async fn on_pool<T: Send + 'static>(
         &self,
+        op: &'static str,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, String> {
-        let _permit = self.permits.acquire().await.map_err(|e| e.to_string())?;
-        tokio::task::spawn_blocking(work)
+        let span = tracing::info_span!("password", otel.name = format!("password.{op}"), password.op = op);
+        async {
+            let _permit = self.permits.acquire().await.map_err(|e| e.to_string())?;
+            let (result, elapsed) = tokio::task::spawn_blocking(move || {
+                let started = std::time::Instant::now();
+                let result = work();
+                (result, started.elapsed())
+            })
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+            self.metrics.password_hash(op, elapsed.as_secs_f64());
+            Ok(result)
+        }
+        .instrument(span)
+        .await
     }
 }

@@ -8,6 +8,7 @@ use super::{Password, Passwords, Role, UserKey, Username};
 use crate::error::Error;
 use crate::session::Timestamp;
 use crate::store::{Store, UserRecord};
+use crate::telemetry::metrics::Metrics;
 
 /// Account operations.
 #[derive(Clone)]
@@ -15,6 +16,7 @@ pub struct UserService {
     store: Arc<dyn Store>,
     passwords: Arc<Passwords>,
     password_min_length: usize,
+    metrics: Arc<Metrics>,
 }
 
 impl UserService {
@@ -24,12 +26,9 @@ impl UserService {
         store: Arc<dyn Store>,
         passwords: Arc<Passwords>,
         password_min_length: usize,
+        metrics: Arc<Metrics>,
     ) -> Self {
-        Self {
-            store,
-            passwords,
-            password_min_length,
-        }
+        Self { store, passwords, password_min_length, metrics }
     }
 
     /// Create an account with the default role.
@@ -38,26 +37,30 @@ impl UserService {
     /// 422 for an invalid username or password, 409 when the username is taken, 503 when the
     /// store is unavailable.
     pub async fn register(&self, username: &str, password: String) -> Result<UserRecord, Error> {
-        let username = Username::parse(username).map_err(|detail| Error::InvalidField {
-            field: "username".into(),
-            detail,
-        })?;
-        let password = Password::parse(password, self.password_min_length).map_err(|detail| {
-            Error::InvalidField {
-                field: "password".into(),
-                detail,
-            }
-        })?;
+        let result = self.register_inner(username, password).await;
+        self.metrics.registration(match &result {
+            Ok(_) => "success",
+            Err(Error::UsernameTaken) => "conflict",
+            Err(Error::InvalidField { .. }) => "invalid",
+            Err(_) => "unavailable",
+        });
+        if let Ok(user) = &result {
+            tracing::info!(user_id = %user.user_id, "user registered");
+        }
+        result
+    }
+
+    async fn register_inner(&self, username: &str, password: String) -> Result<UserRecord, Error> {
+        let username =
+            Username::parse(username).map_err(|detail| Error::InvalidField { field: "username".into(), detail })?;
+        let password = Password::parse(password, self.password_min_length)
+            .map_err(|detail| Error::InvalidField { field: "password".into(), detail })?;
         // Cheap pre-check so a taken name does not cost a hash; the insert below is the
         // authority (it is atomic), this only saves work.
         if self.store.find_user(&username.key()).await?.is_some() {
             return Err(Error::UsernameTaken);
         }
-        let password_hash = self
-            .passwords
-            .hash(&password)
-            .await
-            .map_err(Error::Internal)?;
+        let password_hash = self.passwords.hash(&password).await.map_err(Error::Internal)?;
         let record = UserRecord {
             user_id: Uuid::new_v4().to_string(),
             username: username.as_str().to_owned(),
@@ -76,12 +79,7 @@ impl UserService {
     ///
     /// # Errors
     /// When the store is unavailable.
-    pub async fn set_role(
-        &self,
-        user: &UserKey,
-        role: &Role,
-        granted: bool,
-    ) -> Result<bool, Error> {
+    pub async fn set_role(&self, user: &UserKey, role: &Role, granted: bool) -> Result<bool, Error> {
         Ok(self.store.set_role(user, role.as_str(), granted).await?)
     }
 }

@@ -16,9 +16,7 @@ impl Role {
     /// A sentence saying what is wrong.
     pub fn parse(text: &str) -> Result<Self, String> {
         let ok = (1..=32).contains(&text.len())
-            && text
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b));
+            && text.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b));
         if ok {
             Ok(Self(text.to_owned()))
         } else {

@@ -78,7 +78,13 @@ async fn every_credential_channel_works_and_bearer_wins() {
 
     let bearer = app.client.get(app.url("/v1/profile")).bearer_auth(&token).send().await.expect("send");
     assert_eq!(bearer.status(), StatusCode::OK);
-    let cookie = app.client.get(app.url("/v1/profile")).header("cookie", format!("theme=dark; sid={token}")).send().await.expect("send");
+    let cookie = app
+        .client
+        .get(app.url("/v1/profile"))
+        .header("cookie", format!("theme=dark; sid={token}"))
+        .send()
+        .await
+        .expect("send");
     assert_eq!(cookie.status(), StatusCode::OK);
     let header = app.client.get(app.url("/v1/profile")).header("x-session-id", &token).send().await.expect("send");
     assert_eq!(header.status(), StatusCode::OK);
@@ -203,7 +209,10 @@ async fn logout_deletes_the_session_and_clears_the_cookie() {
     let app = spawn_app(Some(&redis)).await;
     let token = token_of(&app.signup_login("leaver").await);
     let digest = base64_sha256(&token);
-    assert!(redis.keys().iter().any(|k| k.ends_with(&format!(":sess:{digest}"))), "session stored under the token digest");
+    assert!(
+        redis.keys().iter().any(|k| k.ends_with(&format!(":sess:{digest}"))),
+        "session stored under the token digest"
+    );
 
     let r = app.post("/v1/auth/logout", &token).await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);

@@ -7,11 +7,8 @@ use reqwest::StatusCode;
 use crate::helpers::*;
 
 fn index_len(redis: &RedisServer, user: &str) -> i64 {
-    let key = redis
-        .keys()
-        .into_iter()
-        .find(|k| k.ends_with(&format!(":user-sessions:{user}")))
-        .expect("user index exists");
+    let key =
+        redis.keys().into_iter().find(|k| k.ends_with(&format!(":user-sessions:{user}"))).expect("user index exists");
     redis.cmd(&["HLEN", &key]).int()
 }
 

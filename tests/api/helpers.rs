@@ -18,10 +18,7 @@ use tokio::task::JoinHandle;
 pub const PASSWORD: &str = "correct horse battery";
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
 
 /// A throwaway `redis-server`: temp dir, no persistence, killed on drop.
@@ -38,11 +35,7 @@ impl RedisServer {
 
     pub fn start_on(port: u16) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut server = Self {
-            child: None,
-            port,
-            dir,
-        };
+        let mut server = Self { child: None, port, dir };
         server.spawn();
         server
     }
@@ -71,10 +64,7 @@ impl RedisServer {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!(
-            "redis-server on port {} did not answer PING within 10 s",
-            self.port
-        );
+        panic!("redis-server on port {} did not answer PING within 10 s", self.port);
     }
 
     pub fn url(&self) -> String {
@@ -97,11 +87,7 @@ impl RedisServer {
 
     fn signal(&self, sig: &str) {
         let pid = self.child.as_ref().expect("running").id().to_string();
-        let ok = Command::new("kill")
-            .args([sig, &pid])
-            .status()
-            .expect("kill")
-            .success();
+        let ok = Command::new("kill").args([sig, &pid]).status().expect("kill").success();
         assert!(ok, "kill {sig} {pid} failed");
     }
 
@@ -128,8 +114,7 @@ impl RedisServer {
 
     /// Run a command and return its reply.
     pub fn cmd(&self, args: &[&str]) -> Resp {
-        self.try_cmd(args)
-            .unwrap_or_else(|e| panic!("redis {args:?}: {e}"))
+        self.try_cmd(args).unwrap_or_else(|e| panic!("redis {args:?}: {e}"))
     }
 
     /// Every key in the (small, test-only) dataset.
@@ -153,9 +138,7 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         if let Some(child) = &self.child {
             // A paused server must be resumed to die cleanly.
-            let _ = Command::new("kill")
-                .args(["-CONT", &child.id().to_string()])
-                .status();
+            let _ = Command::new("kill").args(["-CONT", &child.id().to_string()]).status();
         }
         self.stop();
     }
@@ -198,12 +181,7 @@ fn read_resp(reader: &mut impl BufRead) -> std::io::Result<Resp> {
     reader.read_line(&mut line)?;
     let line = line.trim_end_matches("\r\n");
     let (kind, rest) = line.split_at(1.min(line.len()));
-    let bad = || {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("bad RESP line {line:?}"),
-        )
-    };
+    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, format!("bad RESP line {line:?}"));
     Ok(match kind {
         "+" => Resp::Simple(rest.to_owned()),
         "-" => Resp::Error(rest.to_owned()),
@@ -233,9 +211,9 @@ fn read_resp(reader: &mut impl BufRead) -> std::io::Result<Resp> {
 
 /// A configuration for tests: port 0, cheap argon2, non-secure cookies.
 pub fn test_config(redis: Option<&RedisServer>) -> Config {
-    let mut config =
-        Config::try_from_args(["sessiond"]).unwrap_or_else(|_| panic!("default config"));
+    let mut config = Config::try_from_args(["sessiond"]).unwrap_or_else(|_| panic!("default config"));
     config.listen = "127.0.0.1:0".parse().expect("addr");
+    config.admin_listen = "127.0.0.1:0".parse().expect("addr");
     config.redis_url = redis.map(RedisServer::url);
     config.cookie_secure = false;
     config.argon2_memory_kib = 256;
@@ -247,6 +225,7 @@ pub fn test_config(redis: Option<&RedisServer>) -> Config {
 /// A running sessiond.
 pub struct TestApp {
     pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
     pub client: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<anyhow::Result<()>>>,
@@ -256,10 +235,7 @@ pub async fn spawn_app(redis: Option<&RedisServer>) -> TestApp {
     spawn_app_with(redis, |_| {}).await
 }
 
-pub async fn spawn_app_with(
-    redis: Option<&RedisServer>,
-    tweak: impl FnOnce(&mut Config),
-) -> TestApp {
+pub async fn spawn_app_with(redis: Option<&RedisServer>, tweak: impl FnOnce(&mut Config)) -> TestApp {
     let mut config = test_config(redis);
     tweak(&mut config);
     let app = spawn_config(config).await;
@@ -273,6 +249,7 @@ pub async fn spawn_app_with(
 pub async fn spawn_config(config: Config) -> TestApp {
     let app = Application::build(config).await.expect("build app");
     let addr = app.local_addr().expect("addr");
+    let admin_addr = app.admin_addr().expect("admin addr");
     let (stop, stopped) = oneshot::channel::<()>();
     let handle = tokio::spawn(app.run_until(async move {
         let _ = stopped.await;
@@ -282,17 +259,23 @@ pub async fn spawn_config(config: Config) -> TestApp {
         .timeout(Duration::from_secs(15))
         .build()
         .expect("client");
-    TestApp {
-        addr,
-        client,
-        stop: Some(stop),
-        handle: Some(handle),
-    }
+    TestApp { addr, admin_addr, client, stop: Some(stop), handle: Some(handle) }
 }
 
 impl TestApp {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin_addr)
+    }
+
+    /// The Prometheus exposition from the admin listener.
+    pub async fn metrics_text(&self) -> String {
+        let r = self.client.get(self.admin_url("/metrics")).send().await.expect("scrape");
+        assert_eq!(r.status(), StatusCode::OK);
+        r.text().await.expect("text")
     }
 
     /// Wait until `/readyz` answers 200 (the Redis pool connects in the background).
@@ -328,38 +311,21 @@ impl TestApp {
     }
 
     pub async fn post_json(&self, path: &str, body: &Value) -> Response {
-        self.client
-            .post(self.url(path))
-            .json(body)
-            .send()
-            .await
-            .expect("request")
+        self.client.post(self.url(path)).json(body).send().await.expect("request")
     }
 
     pub async fn register(&self, username: &str, password: &str) -> Response {
-        self.post_json(
-            "/v1/auth/register",
-            &json!({ "username": username, "password": password }),
-        )
-        .await
+        self.post_json("/v1/auth/register", &json!({ "username": username, "password": password })).await
     }
 
     pub async fn login_response(&self, username: &str, password: &str) -> Response {
-        self.post_json(
-            "/v1/auth/login",
-            &json!({ "username": username, "password": password }),
-        )
-        .await
+        self.post_json("/v1/auth/login", &json!({ "username": username, "password": password })).await
     }
 
     /// Register (if needed) and log in; returns the login body.
     pub async fn signup_login(&self, username: &str) -> Value {
         let r = self.register(username, PASSWORD).await;
-        assert!(
-            r.status() == StatusCode::CREATED || r.status() == StatusCode::CONFLICT,
-            "register: {}",
-            r.status()
-        );
+        assert!(r.status() == StatusCode::CREATED || r.status() == StatusCode::CONFLICT, "register: {}", r.status());
         self.login(username).await
     }
 
@@ -370,30 +336,15 @@ impl TestApp {
     }
 
     pub async fn get(&self, path: &str, token: &str) -> Response {
-        self.client
-            .get(self.url(path))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("request")
+        self.client.get(self.url(path)).bearer_auth(token).send().await.expect("request")
     }
 
     pub async fn post(&self, path: &str, token: &str) -> Response {
-        self.client
-            .post(self.url(path))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("request")
+        self.client.post(self.url(path)).bearer_auth(token).send().await.expect("request")
     }
 
     pub async fn delete(&self, path: &str, token: &str) -> Response {
-        self.client
-            .delete(self.url(path))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("request")
+        self.client.delete(self.url(path)).bearer_auth(token).send().await.expect("request")
     }
 
     pub async fn profile_status(&self, token: &str) -> StatusCode {
@@ -428,12 +379,8 @@ pub fn token_of(body: &Value) -> String {
 /// Assert a problem+json response and return its body.
 pub async fn assert_problem(response: Response, status: StatusCode) -> Value {
     assert_eq!(response.status(), status, "status");
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    let content_type =
+        response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     assert_eq!(content_type, "application/problem+json");
     let body: Value = response.json().await.expect("problem json");
     assert_eq!(body["status"], status.as_u16());

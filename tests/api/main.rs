@@ -7,6 +7,8 @@ mod bad_input;
 mod concurrency;
 mod expiry;
 mod lifecycle;
+mod metrics;
 mod outage;
 mod sessions;
 mod store_contract;
+mod telemetry;

@@ -47,7 +47,10 @@ async fn redis_stopped_gives_fast_503s_then_recovers() {
     }
     assert_problem(app.login_response("outage", PASSWORD).await, StatusCode::SERVICE_UNAVAILABLE).await;
     assert_problem(app.register("newcomer", PASSWORD).await, StatusCode::SERVICE_UNAVAILABLE).await;
-    assert_eq!(app.client.get(app.url("/readyz")).send().await.expect("send").status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        app.client.get(app.url("/readyz")).send().await.expect("send").status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
     assert_eq!(app.client.get(app.url("/healthz")).send().await.expect("send").status(), StatusCode::OK);
 
     redis.restart();
@@ -90,7 +93,10 @@ async fn starts_without_redis_and_connects_when_it_appears() {
     let app = spawn_config(config).await;
 
     assert_eq!(app.client.get(app.url("/healthz")).send().await.expect("send").status(), StatusCode::OK);
-    assert_eq!(app.client.get(app.url("/readyz")).send().await.expect("send").status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        app.client.get(app.url("/readyz")).send().await.expect("send").status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
     let started = Instant::now();
     assert_problem(app.register("early", PASSWORD).await, StatusCode::SERVICE_UNAVAILABLE).await;
     assert!(started.elapsed() <= TIMEOUT + SLACK);

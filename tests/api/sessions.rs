@@ -64,7 +64,8 @@ async fn revoking_one_session_by_id_is_limited_to_the_owner() {
     let r = app.delete(&format!("/v1/sessions/{target}"), &token_of(&mine_a)).await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     assert_eq!(app.profile_status(&token_of(&mine_b)).await, StatusCode::UNAUTHORIZED);
-    assert_problem(app.delete(&format!("/v1/sessions/{target}"), &token_of(&mine_a)).await, StatusCode::NOT_FOUND).await;
+    assert_problem(app.delete(&format!("/v1/sessions/{target}"), &token_of(&mine_a)).await, StatusCode::NOT_FOUND)
+        .await;
     assert_eq!(app.profile_status(&token_of(&mine_a)).await, StatusCode::OK);
 }
 

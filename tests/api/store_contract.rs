@@ -67,7 +67,10 @@ fn found(lookup: Lookup) -> (SessionRecord, Vec<String>) {
 async fn users_are_unique_and_roles_change(store: Arc<dyn Store>) {
     let alice = key("Alice");
     assert!(store.insert_user(&alice, &user("Alice")).await.expect("insert"));
-    assert!(!store.insert_user(&key("ALICE"), &user("ALICE")).await.expect("insert again"), "case-insensitive uniqueness");
+    assert!(
+        !store.insert_user(&key("ALICE"), &user("ALICE")).await.expect("insert again"),
+        "case-insensitive uniqueness"
+    );
     let stored = store.find_user(&key("alice")).await.expect("find").expect("present");
     assert_eq!(stored, user("Alice").clone_with_created(stored.created_at));
     assert!(store.find_user(&key("nobody")).await.expect("find").is_none());
@@ -214,7 +217,8 @@ async fn the_cap_evicts_the_oldest(store: Arc<dyn Store>) {
     }
     let now = Timestamp::from_millis(t0 + 100);
     assert_eq!(store.touch_session(&made[0].0, now, NO_SLIDE).await.expect("touch"), Lookup::Missing);
-    let mut listed: Vec<_> = store.list_sessions(&key("heidi"), now).await.expect("list").into_iter().map(|s| s.session_id).collect();
+    let mut listed: Vec<_> =
+        store.list_sessions(&key("heidi"), now).await.expect("list").into_iter().map(|s| s.session_id).collect();
     listed.sort();
     let mut expected: Vec<_> = made[1..].iter().map(|(_, r)| r.session_id.clone()).collect();
     expected.sort();
@@ -272,8 +276,9 @@ macro_rules! contract {
 }
 
 async fn redis_store(server: &RedisServer) -> Arc<dyn Store> {
-    let store = RedisStore::connect(&RedisSettings { url: server.url(), timeout: Duration::from_millis(500), pool_size: 2 })
-        .expect("connect");
+    let store =
+        RedisStore::connect(&RedisSettings { url: server.url(), timeout: Duration::from_millis(500), pool_size: 2 })
+            .expect("connect");
     store.wait_connected(Duration::from_secs(5)).await.expect("redis reachable");
     Arc::new(store)
 }

@@ -1,0 +1,169 @@
+//! Per-request observation: the server span, the trace context, and HTTP metrics.
+//!
+//! One middleware does all three so they agree: the span carries the same `trace_id` and
+//! `span_id` that the response returns in `traceparent` and that every log line inside the
+//! request shows. An incoming W3C `traceparent` is continued. Labels use the matched route
+//! template (`/v1/sessions/{session_id}`), never the raw path.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderMap, HeaderValue};
+use axum::middleware::Next;
+use axum::response::Response;
+use opentelemetry::propagation::Extractor;
+use opentelemetry::trace::TraceContextExt as _;
+use tracing::Instrument as _;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+use super::metrics::Metrics;
+
+/// What the middleware needs.
+#[derive(Clone, Debug)]
+pub struct Observe {
+    /// Where HTTP metrics go.
+    pub metrics: Arc<Metrics>,
+    /// Whether an OpenTelemetry pipeline is installed (else ids are generated here).
+    pub tracing_enabled: bool,
+}
+
+struct Headers<'a>(&'a HeaderMap);
+
+impl Extractor for Headers<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(axum::http::HeaderName::as_str).collect()
+    }
+}
+
+/// W3C trace context of this request: `(trace_id, span_id, sampled)` as hex.
+struct TraceIds {
+    trace_id: String,
+    span_id: String,
+    sampled: bool,
+}
+
+impl TraceIds {
+    fn traceparent(&self) -> String {
+        format!("00-{}-{}-{}", self.trace_id, self.span_id, if self.sampled { "01" } else { "00" })
+    }
+}
+
+/// Parse `traceparent` (version 00): `(trace_id, sampled)` when valid.
+fn parse_traceparent(headers: &HeaderMap) -> Option<(String, bool)> {
+    let value = headers.get("traceparent")?.to_str().ok()?;
+    let mut parts = value.trim().split('-');
+    let (version, trace_id, parent_id, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex =
+        |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+    let valid = version == "00"
+        && hex(trace_id, 32)
+        && hex(parent_id, 16)
+        && hex(flags, 2)
+        && trace_id.bytes().any(|b| b != b'0')
+        && parent_id.bytes().any(|b| b != b'0');
+    valid.then(|| (trace_id.to_owned(), u8::from_str_radix(flags, 16).is_ok_and(|f| f & 1 == 1)))
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = [0u8; 16];
+    let buf = &mut buf[..bytes];
+    if getrandom::fill(buf).is_err() {
+        // Ids are for correlation only; a clock-derived fallback is acceptable.
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = (nanos >> (i * 8)) as u8 | 1;
+        }
+    }
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Decrements the in-flight gauge even when the request future is dropped.
+struct InFlight<'a>(&'a Metrics);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight().decrement(1.0);
+    }
+}
+
+/// The middleware.
+pub async fn observe(State(observe): State<Observe>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().as_str().to_owned();
+    let route =
+        request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let span = tracing::info_span!(
+        "request",
+        otel.name = format!("{method} {route}"),
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = %route,
+        http.response.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+    );
+    let ids = if observe.tracing_enabled {
+        let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&Headers(request.headers())));
+        let _ = span.set_parent(parent);
+        let context = span.context();
+        let span_ref = context.span();
+        let sc = span_ref.span_context();
+        TraceIds { trace_id: sc.trace_id().to_string(), span_id: sc.span_id().to_string(), sampled: sc.is_sampled() }
+    } else {
+        let (trace_id, sampled) = parse_traceparent(request.headers()).unwrap_or_else(|| (random_hex(16), false));
+        TraceIds { trace_id, span_id: random_hex(8), sampled }
+    };
+    span.record("trace_id", ids.trace_id.as_str());
+    span.record("span_id", ids.span_id.as_str());
+
+    observe.metrics.in_flight().increment(1.0);
+    let in_flight = InFlight(&observe.metrics);
+    let mut response = next.run(request).instrument(span.clone()).await;
+    drop(in_flight);
+
+    let status = response.status();
+    span.record("http.response.status_code", status.as_u16());
+    let elapsed = started.elapsed();
+    span.in_scope(|| {
+        let millis = elapsed.as_secs_f64() * 1e3;
+        if status.is_server_error() {
+            span.record("otel.status_code", "ERROR");
+            tracing::warn!(status = status.as_u16(), elapsed_ms = millis, "request failed");
+        } else {
+            tracing::debug!(status = status.as_u16(), elapsed_ms = millis, "request served");
+        }
+    });
+    observe.metrics.http_request(&method, &route, status.as_u16(), elapsed.as_secs_f64());
+    if let Ok(value) = HeaderValue::from_str(&ids.traceparent()) {
+        response.headers_mut().insert("traceparent", value);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparent_parsing_follows_w3c() {
+        let mut headers = HeaderMap::new();
+        headers
+            .insert("traceparent", HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
+        assert_eq!(parse_traceparent(&headers), Some(("4bf92f3577b34da6a3ce929d0e0e4736".to_owned(), true)));
+        for bad in [
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "garbage",
+        ] {
+            headers.insert("traceparent", HeaderValue::from_static(bad));
+            assert_eq!(parse_traceparent(&headers), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! The metric catalog: every name sessiond exports, with its help text, unit and labels, in
+//! one place (`docs/metrics.md` documents the same list for operators).
+//!
+//! Each [`Application`](crate::Application) owns its own Prometheus recorder instead of the
+//! process-global one, so two instances in one process (tests) keep separate registries, and
+//! hot-path updates go straight to a handle. Labels are closed sets (outcome, reason, store
+//! operation, route *template*): no id, address, username or raw path ever becomes a label.
+
+use std::sync::Arc;
+
+use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Level, Metadata, Recorder, SharedString, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+
+/// Metric names (fixed: dashboards, alerts and load tests rely on them).
+pub mod names {
+    pub const HTTP_REQUESTS_TOTAL: &str = "sessiond_http_requests_total";
+    pub const HTTP_REQUEST_DURATION_SECONDS: &str = "sessiond_http_request_duration_seconds";
+    pub const HTTP_REQUESTS_IN_FLIGHT: &str = "sessiond_http_requests_in_flight";
+    pub const LOGINS_TOTAL: &str = "sessiond_logins_total";
+    pub const REGISTRATIONS_TOTAL: &str = "sessiond_registrations_total";
+    pub const SESSIONS_CREATED_TOTAL: &str = "sessiond_sessions_created_total";
+    pub const SESSIONS_REVOKED_TOTAL: &str = "sessiond_sessions_revoked_total";
+    pub const SESSION_VALIDATIONS_TOTAL: &str = "sessiond_session_validations_total";
+    pub const SESSIONS_ACTIVE: &str = "sessiond_sessions_active";
+    pub const REDIS_COMMAND_DURATION_SECONDS: &str = "sessiond_redis_command_duration_seconds";
+    pub const REDIS_ERRORS_TOTAL: &str = "sessiond_redis_errors_total";
+    pub const REDIS_UP: &str = "sessiond_redis_up";
+    pub const PASSWORD_HASH_DURATION_SECONDS: &str = "sessiond_password_hash_duration_seconds";
+    pub const RATE_LIMITED_TOTAL: &str = "sessiond_rate_limited_total";
+    pub const BUILD_INFO: &str = "sessiond_build_info";
+}
+
+use names::*;
+
+/// Latency buckets: 100 µs to 10 s.
+const LATENCY_BUCKETS: &[f64] =
+    &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+/// Password-hash buckets: 1 ms to 2 s (argon2id at OWASP cost is ~20 ms).
+const HASH_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.0];
+
+static METADATA: Metadata<'static> = Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+
+/// Outcomes of a login attempt.
+pub const LOGIN_OUTCOMES: [&str; 4] = ["success", "invalid_credentials", "rate_limited", "unavailable"];
+/// Outcomes of a registration.
+pub const REGISTRATION_OUTCOMES: [&str; 5] = ["success", "conflict", "invalid", "rate_limited", "unavailable"];
+/// Outcomes of a session validation.
+pub const VALIDATION_OUTCOMES: [&str; 4] = ["valid", "invalid", "expired", "unavailable"];
+/// Why sessions end.
+pub const REVOKE_REASONS: [&str; 5] = ["logout", "logout_all", "admin", "rotation", "limit"];
+
+/// The instance's metrics.
+pub struct Metrics {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+    process: metrics_process::Collector,
+    in_flight: Gauge,
+    sessions_active: Gauge,
+    redis_up: Gauge,
+    sessions_created: Counter,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+fn label(key: &'static str, value: impl Into<SharedString>) -> Label {
+    Label::new(key, value)
+}
+
+impl Metrics {
+    /// A fresh registry with every metric described and the closed label sets registered at
+    /// zero (so dashboards show 0 rather than "no data" before the first event).
+    ///
+    /// # Panics
+    /// Never: the bucket lists are constant and non-empty.
+    #[must_use]
+    pub fn new() -> Arc<Self> {
+        let builder = PrometheusBuilder::new();
+        let builder = [
+            (HTTP_REQUEST_DURATION_SECONDS, LATENCY_BUCKETS),
+            (REDIS_COMMAND_DURATION_SECONDS, LATENCY_BUCKETS),
+            (PASSWORD_HASH_DURATION_SECONDS, HASH_BUCKETS),
+        ]
+        .into_iter()
+        .fold(builder, |builder, (name, buckets)| {
+            #[allow(clippy::expect_used)]
+            builder.set_buckets_for_metric(Matcher::Full(name.to_owned()), buckets).expect("non-empty bucket list")
+        });
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        describe(&recorder);
+        let process = metrics_process::Collector::default();
+        metrics::with_local_recorder(&recorder, || process.describe());
+
+        let gauge = |name: &'static str| recorder.register_gauge(&Key::from_static_name(name), &METADATA);
+        let metrics = Self {
+            in_flight: gauge(HTTP_REQUESTS_IN_FLIGHT),
+            sessions_active: gauge(SESSIONS_ACTIVE),
+            redis_up: gauge(REDIS_UP),
+            sessions_created: recorder.register_counter(&Key::from_static_name(SESSIONS_CREATED_TOTAL), &METADATA),
+            recorder,
+            handle,
+            process,
+        };
+        for outcome in LOGIN_OUTCOMES {
+            metrics.counter(LOGINS_TOTAL, vec![label("outcome", outcome)]).increment(0);
+        }
+        for outcome in REGISTRATION_OUTCOMES {
+            metrics.counter(REGISTRATIONS_TOTAL, vec![label("outcome", outcome)]).increment(0);
+        }
+        for outcome in VALIDATION_OUTCOMES {
+            metrics.counter(SESSION_VALIDATIONS_TOTAL, vec![label("outcome", outcome)]).increment(0);
+        }
+        for reason in REVOKE_REASONS {
+            metrics.counter(SESSIONS_REVOKED_TOTAL, vec![label("reason", reason)]).increment(0);
+        }
+        for op in ["hash", "verify"] {
+            let _ = metrics.histogram(PASSWORD_HASH_DURATION_SECONDS, vec![label("op", op)]);
+        }
+        let build = vec![
+            label("version", env!("CARGO_PKG_VERSION")),
+            label("git_sha", option_env!("SESSIOND_GIT_SHA").unwrap_or("unknown")),
+        ];
+        metrics.recorder.register_gauge(&Key::from_parts(BUILD_INFO, build), &METADATA).set(1.0);
+        Arc::new(metrics)
+    }
+
+    fn counter(&self, name: &'static str, labels: Vec<Label>) -> Counter {
+        self.recorder.register_counter(&Key::from_parts(name, labels), &METADATA)
+    }
+
+    fn histogram(&self, name: &'static str, labels: Vec<Label>) -> Histogram {
+        self.recorder.register_histogram(&Key::from_parts(name, labels), &METADATA)
+    }
+
+    /// The Prometheus text exposition, with fresh process metrics.
+    #[must_use]
+    pub fn render(&self) -> String {
+        metrics::with_local_recorder(&self.recorder, || self.process.collect());
+        self.handle.render()
+    }
+
+    /// Drain histogram buffers; call periodically.
+    pub fn run_upkeep(&self) {
+        self.handle.run_upkeep();
+    }
+
+    /// One finished HTTP request. `route` is the matched route template, never a raw path.
+    pub fn http_request(&self, method: &str, route: &str, status: u16, seconds: f64) {
+        let method = SharedString::from(method.to_owned());
+        let route = SharedString::from(route.to_owned());
+        self.counter(
+            HTTP_REQUESTS_TOTAL,
+            vec![label("method", method.clone()), label("route", route.clone()), label("status", status.to_string())],
+        )
+        .increment(1);
+        self.histogram(HTTP_REQUEST_DURATION_SECONDS, vec![label("method", method), label("route", route)])
+            .record(seconds);
+    }
+
+    /// Requests being served right now.
+    #[must_use]
+    pub fn in_flight(&self) -> &Gauge {
+        &self.in_flight
+    }
+
+    /// A login attempt ended with `outcome` (one of [`LOGIN_OUTCOMES`]).
+    pub fn login(&self, outcome: &'static str) {
+        self.counter(LOGINS_TOTAL, vec![label("outcome", outcome)]).increment(1);
+    }
+
+    /// A registration ended with `outcome` (one of [`REGISTRATION_OUTCOMES`]).
+    pub fn registration(&self, outcome: &'static str) {
+        self.counter(REGISTRATIONS_TOTAL, vec![label("outcome", outcome)]).increment(1);
+    }
+
+    /// A validation ended with `outcome` (one of [`VALIDATION_OUTCOMES`]).
+    pub fn validation(&self, outcome: &'static str) {
+        self.counter(SESSION_VALIDATIONS_TOTAL, vec![label("outcome", outcome)]).increment(1);
+    }
+
+    /// A session was created.
+    pub fn session_created(&self) {
+        self.sessions_created.increment(1);
+    }
+
+    /// `count` sessions ended for `reason` (one of [`REVOKE_REASONS`]).
+    pub fn sessions_revoked(&self, reason: &'static str, count: u64) {
+        if count > 0 {
+            self.counter(SESSIONS_REVOKED_TOTAL, vec![label("reason", reason)]).increment(count);
+        }
+    }
+
+    /// A store call on Redis took `seconds` and failed with `error_kind`, if any.
+    pub fn redis_command(&self, op: &'static str, seconds: f64, error_kind: Option<&'static str>) {
+        self.histogram(REDIS_COMMAND_DURATION_SECONDS, vec![label("op", op)]).record(seconds);
+        if let Some(kind) = error_kind {
+            self.counter(REDIS_ERRORS_TOTAL, vec![label("op", op), label("kind", kind)]).increment(1);
+        }
+    }
+
+    /// Whether the last store ping succeeded.
+    pub fn set_redis_up(&self, up: bool) {
+        self.redis_up.set(if up { 1.0 } else { 0.0 });
+    }
+
+    /// The exact number of live sessions in the shared store.
+    #[allow(clippy::cast_precision_loss)]
+    pub fn set_sessions_active(&self, count: u64) {
+        self.sessions_active.set(count as f64);
+    }
+
+    /// A password hash (`op` = `hash` or `verify`) took `seconds`.
+    pub fn password_hash(&self, op: &'static str, seconds: f64) {
+        self.histogram(PASSWORD_HASH_DURATION_SECONDS, vec![label("op", op)]).record(seconds);
+    }
+
+    /// A request was refused by `limiter`.
+    pub fn rate_limited(&self, limiter: &'static str) {
+        self.counter(RATE_LIMITED_TOTAL, vec![label("limiter", limiter)]).increment(1);
+    }
+}
+
+fn describe(recorder: &PrometheusRecorder) {
+    let counters: [(&str, &str); 8] = [
+        (HTTP_REQUESTS_TOTAL, "HTTP requests served, by method, route template and status."),
+        (LOGINS_TOTAL, "Login attempts by outcome."),
+        (REGISTRATIONS_TOTAL, "Registration attempts by outcome."),
+        (SESSIONS_CREATED_TOTAL, "Sessions created (one per successful login)."),
+        (SESSIONS_REVOKED_TOTAL, "Sessions ended before their deadline, by reason."),
+        (SESSION_VALIDATIONS_TOTAL, "Session validations by outcome."),
+        (REDIS_ERRORS_TOTAL, "Failed store calls on Redis, by operation and error kind."),
+        (RATE_LIMITED_TOTAL, "Requests refused by a rate limiter, by limiter."),
+    ];
+    for (name, help) in counters {
+        recorder.describe_counter(KeyName::from_const_str(name), None, SharedString::const_str(help));
+    }
+    let histograms: [(&str, &str); 3] = [
+        (HTTP_REQUEST_DURATION_SECONDS, "HTTP request latency, by method and route template."),
+        (
+            REDIS_COMMAND_DURATION_SECONDS,
+            "Latency of store operations on Redis (one Lua script or command each), by operation.",
+        ),
+        (PASSWORD_HASH_DURATION_SECONDS, "argon2id hashing and verification time, by operation."),
+    ];
+    for (name, help) in histograms {
+        recorder.describe_histogram(KeyName::from_const_str(name), Some(Unit::Seconds), SharedString::const_str(help));
+    }
+    let gauges: [(&str, &str); 4] = [
+        (HTTP_REQUESTS_IN_FLIGHT, "HTTP requests being served."),
+        (SESSIONS_ACTIVE, "Exact number of unexpired sessions in the shared store (same on every instance)."),
+        (REDIS_UP, "1 when the last store ping succeeded, else 0."),
+        (BUILD_INFO, "Always 1; labels carry the version and git commit."),
+    ];
+    for (name, help) in gauges {
+        recorder.describe_gauge(KeyName::from_const_str(name), None, SharedString::const_str(help));
+    }
+}
