@@ -15,8 +15,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::http::{self, AppState, CookieSettings, HttpSettings};
-use crate::session::{SessionPolicy, SessionService, Timestamp};
+use crate::http::{self, AppState, CookieSettings, HttpSettings, RateLimitState};
+use crate::limits::{Limiters, TrustedProxies};
+use crate::session::{LoginGuard, LoginProtection, SessionPolicy, SessionService, Timestamp};
 use crate::store::instrumented::Instrumented;
 use crate::store::memory::MemoryStore;
 use crate::store::redis::{RedisSettings, RedisStore};
@@ -36,6 +37,7 @@ pub struct Application {
     admin_router: axum::Router,
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
+    limiters: Limiters,
     ready: Arc<AtomicBool>,
     config: Config,
 }
@@ -53,8 +55,19 @@ impl Application {
             config.argon2_iterations,
             config.argon2_parallelism,
             config.effective_hash_concurrency(),
+            usize::from(config.hash_queue),
             metrics.clone(),
         )?);
+        let limiters = Limiters::new(
+            config.rate_limit_ip,
+            config.rate_limit_login_ip,
+            config.rate_limit_login_account,
+            config.rate_limit_register_ip,
+        );
+        let protection = LoginProtection {
+            account: limiters.login_account.clone(),
+            guard: LoginGuard::new(config.login_failures, config.login_failure_window),
+        };
         let policy = SessionPolicy {
             idle_timeout: config.idle_timeout,
             absolute_timeout: config.absolute_timeout,
@@ -62,7 +75,7 @@ impl Application {
         };
         let ready = Arc::new(AtomicBool::new(true));
         let state = AppState {
-            sessions: SessionService::new(store.clone(), passwords.clone(), policy, metrics.clone()),
+            sessions: SessionService::new(store.clone(), passwords.clone(), policy, metrics.clone(), protection),
             users: UserService::new(store.clone(), passwords, usize::from(config.password_min_length), metrics.clone()),
             cookie: Arc::new(CookieSettings { name: config.cookie_name.clone(), secure: config.cookie_secure }),
             ready: ready.clone(),
@@ -71,6 +84,11 @@ impl Application {
             request_timeout: config.request_timeout,
             cors_origins: config.cors_origins.clone(),
             observe: Observe { metrics: metrics.clone(), tracing_enabled: crate::telemetry::tracing_enabled() },
+            rate_limit: RateLimitState {
+                limiters: limiters.clone(),
+                proxies: Arc::new(TrustedProxies::new(config.trusted_proxies.clone())),
+                metrics: metrics.clone(),
+            },
         };
         let admin_router = http::admin_router(state.clone(), metrics.clone());
         let router = http::router(state, &settings);
@@ -80,7 +98,7 @@ impl Application {
         let admin_listener = TcpListener::bind(config.admin_listen)
             .await
             .with_context(|| format!("cannot listen on {} (SESSIOND_ADMIN_LISTEN)", config.admin_listen))?;
-        Ok(Self { listener, admin_listener, router, admin_router, store, metrics, ready, config })
+        Ok(Self { listener, admin_listener, router, admin_router, store, metrics, limiters, ready, config })
     }
 
     /// The bound public address (the real port when configured with port 0).
@@ -113,7 +131,7 @@ impl Application {
     /// # Errors
     /// When the listeners have no local address.
     pub async fn run_until(self, stop: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Self { listener, admin_listener, router, admin_router, store, metrics, ready, config } = self;
+        let Self { listener, admin_listener, router, admin_router, store, metrics, limiters, ready, config } = self;
         tracing::info!(
             listen = %listener.local_addr()?,
             admin = %admin_listener.local_addr()?,
@@ -121,6 +139,7 @@ impl Application {
             "sessiond serving"
         );
         let monitor = tokio::spawn(monitor_store(store, metrics, config.active_sessions_refresh));
+        let pruner = tokio::spawn(prune_limiters(limiters));
         let drain = config.shutdown_drain_delay;
         let (closing, closed) = watch::channel(false);
         tokio::spawn(async move {
@@ -137,6 +156,7 @@ impl Application {
             http::serve(admin_listener, admin_router, header_timeout, until_closed(closed), grace),
         );
         monitor.abort();
+        pruner.abort();
         tracing::info!("sessiond stopped");
         Ok(())
     }
@@ -197,6 +217,21 @@ async fn monitor_store(store: Arc<dyn Store>, metrics: Arc<Metrics>, every: Dura
             Ok(count) => metrics.set_sessions_active(count),
             Err(error) => tracing::debug!(%error, "counting active sessions failed; will retry"),
         }
+    }
+}
+
+/// How often rate-limiter state of quiet keys is dropped.
+const LIMITER_PRUNE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Bound limiter memory: forget keys whose quota is whole again, then shrink the maps.
+async fn prune_limiters(limiters: Limiters) {
+    let mut tick = tokio::time::interval(LIMITER_PRUNE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let limiters = limiters.clone();
+        // Pruning walks whole maps: keep it off the async workers.
+        let _ = tokio::task::spawn_blocking(move || limiters.prune()).await;
     }
 }
 

@@ -13,6 +13,8 @@ use std::time::Duration;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{ArgAction, CommandFactory, Parser, Subcommand, ValueEnum};
 
+use crate::limits::{Cidr, QuotaSpec};
+
 /// The service's configuration. Field docs double as `--help` text.
 #[derive(Clone, Parser)]
 #[command(name = "sessiond", version, about = "A session service for API consumers, backed by Redis")]
@@ -104,6 +106,41 @@ pub struct Config {
     /// After the listener closes, in-flight requests get this long to finish.
     #[arg(long, env = "SESSIOND_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
+
+    /// Requests per client address on every public route (`0` disables).
+    #[arg(long, env = "SESSIOND_RATE_LIMIT_IP", default_value = "20/s burst 40")]
+    pub rate_limit_ip: QuotaSpec,
+
+    /// Login attempts per client address.
+    #[arg(long, env = "SESSIOND_RATE_LIMIT_LOGIN_IP", default_value = "1/s burst 10")]
+    pub rate_limit_login_ip: QuotaSpec,
+
+    /// Login attempts per account (normalised username), per instance.
+    #[arg(long, env = "SESSIOND_RATE_LIMIT_LOGIN_ACCOUNT", default_value = "10/m burst 5")]
+    pub rate_limit_login_account: QuotaSpec,
+
+    /// Registrations per client address.
+    #[arg(long, env = "SESSIOND_RATE_LIMIT_REGISTER_IP", default_value = "10/m burst 5")]
+    pub rate_limit_register_ip: QuotaSpec,
+
+    /// Comma-separated CIDR blocks of proxies whose `X-Forwarded-For`/`Forwarded` is honoured.
+    #[arg(long, env = "SESSIOND_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<Cidr>,
+
+    /// Failed logins per account, across all instances, before further attempts get 429
+    /// (`0` disables the shared guard).
+    #[arg(long, env = "SESSIOND_LOGIN_FAILURES", default_value_t = 10)]
+    pub login_failures: u32,
+
+    /// Window over which `SESSIOND_LOGIN_FAILURES` failures are allowed; the guard decays
+    /// continuously (one attempt back every window/failures).
+    #[arg(long, env = "SESSIOND_LOGIN_FAILURE_WINDOW", default_value = "15m", value_parser = parse_duration)]
+    pub login_failure_window: Duration,
+
+    /// Logins allowed to wait for a password-hash slot; beyond that they get 503 at once
+    /// instead of queueing until clients time out.
+    #[arg(long, env = "SESSIOND_HASH_QUEUE", default_value_t = 32)]
+    pub hash_queue: u16,
 
     /// Log format.
     #[arg(long, env = "SESSIOND_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]

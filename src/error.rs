@@ -49,6 +49,12 @@ pub enum Error {
     /// The request took longer than the request timeout.
     #[error("request timeout")]
     RequestTimeout,
+    /// A rate limit or the failed-login guard refused the request.
+    #[error("rate limited by {}", .0.limiter)]
+    RateLimited(crate::limits::Decision),
+    /// Too many password hashes are already waiting: shed load instead of queueing.
+    #[error("overloaded")]
+    Overloaded,
     /// The store did not answer in time or is unreachable.
     #[error("store unavailable: {0}")]
     Unavailable(#[from] StoreError),
@@ -83,7 +89,8 @@ impl Error {
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::Overloaded | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -123,6 +130,12 @@ impl Error {
                 "The request body must be sent as `Content-Type: application/json`.".to_owned(),
             ),
             Self::RequestTimeout => ("request-timeout", "Request timeout", "The request took too long.".to_owned()),
+            Self::RateLimited(decision) => {
+                ("rate-limited", "Too many requests", format!("Too many requests; retry in {} s.", decision.reset_secs))
+            }
+            Self::Overloaded => {
+                ("overloaded", "Service overloaded", "Too many logins are being processed; retry shortly.".to_owned())
+            }
             Self::Unavailable(_) => {
                 ("unavailable", "Service unavailable", "The session store is unavailable; retry shortly.".to_owned())
             }
@@ -152,6 +165,12 @@ impl IntoResponse for Error {
         }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if let Self::RateLimited(decision) = &self {
+            crate::http::rate_limit::insert_headers(headers, &[*decision]);
+            if let Ok(value) = HeaderValue::from_str(&decision.reset_secs.to_string()) {
+                headers.insert(header::RETRY_AFTER, value);
+            }
         }
         response
     }

@@ -13,6 +13,7 @@
 //! | [`app`] | [`Application::build`](app::Application::build) binds the listener and wires store, state and router; graceful shutdown |
 //! | [`http`] | router, middleware (timeouts, headers, CORS), extractors and thin handlers |
 //! | [`error`] | the single error type at the HTTP edge, rendered as RFC 9457 problem+json |
+//! | [`limits`] | rate limits (governor) and the client address they key on |
 //! | [`session`] | the rules: token and id types, timeouts, sliding expiry, rotation, caps |
 //! | [`users`] | usernames, roles and password hashing (argon2id on a bounded blocking pool) |
 //! | [`store`] | the storage contract, its key schema, and the Redis (fred) and in-memory backends |
@@ -28,6 +29,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod limits;
 pub mod session;
 pub mod store;
 pub mod telemetry;

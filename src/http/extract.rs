@@ -1,7 +1,7 @@
 //! Extractors: turn raw requests into typed inputs, or into our problem+json errors.
 //!
-//! * [`AppJson`] — JSON bodies; wrong content type → 415, too large → 413, not JSON → 400,
-//!   missing/unknown/mistyped field → 422 naming the field (never echoing a value: a
+//! * [`AppJson`] — JSON object bodies; wrong content type → 415, too large → 413, not JSON →
+//!   400, not an object or a missing/unknown/mistyped field → 422 naming the field (never echoing a value: a
 //!   mistyped password must not come back in an error body).
 //! * [`AuthSession`] — the caller's validated session, from `Authorization: Bearer`, else the
 //!   session cookie, else `x-session-id`.
@@ -18,6 +18,7 @@ use serde::de::DeserializeOwned;
 
 use super::AppState;
 use crate::error::Error;
+use crate::limits::ClientIp;
 use crate::session::{Authenticated, ClientMeta, SessionToken};
 
 /// A JSON body, or our error shape.
@@ -37,6 +38,14 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AppJson<T> {
                 Error::BadRequest("the request body could not be read".to_owned())
             }
         })?;
+        // Every body of this API is an object. serde's derived structs would also accept an
+        // array of their fields in order; refuse anything but an object up front.
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(match serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
+                Ok(_) => Error::InvalidField { field: "body".to_owned(), detail: "must be a JSON object".to_owned() },
+                Err(_) => Error::BadRequest("the body is not valid JSON".to_owned()),
+            });
+        }
         let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
         let value = serde_path_to_error::deserialize(&mut deserializer).map_err(json_error)?;
         deserializer.end().map_err(|_| Error::BadRequest("trailing characters after the JSON body".to_owned()))?;
@@ -138,7 +147,10 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientMeta {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Error> {
-        let ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip().to_string());
+        let ip = match parts.extensions.get::<ClientIp>() {
+            Some(client) => Some(client.0.to_string()),
+            None => parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip().to_string()),
+        };
         let user_agent = parts
             .headers
             .get(header::USER_AGENT)

@@ -7,8 +7,9 @@
 //! 3. `Cache-Control: no-store` and `X-Content-Type-Options: nosniff` on every response
 //!    (session data must never sit in a shared cache);
 //! 4. CORS, only for the configured origins (credentials allowed for exactly those);
-//! 5. request timeout → 408 problem+json;
-//! 6. body limit (16 KiB) enforced by the extractors → 413 problem+json.
+//! 5. client address and rate limits → 429 problem+json (before any work is done);
+//! 6. request timeout → 408 problem+json;
+//! 7. body limit (16 KiB) enforced by the extractors → 413 problem+json.
 //!
 //! Handlers are thin: extract, call the session or user service, shape the JSON.
 
@@ -17,6 +18,7 @@ mod auth;
 mod cookie;
 mod extract;
 mod health;
+pub mod rate_limit;
 mod serve;
 mod sessions;
 
@@ -35,6 +37,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 
 pub use cookie::CookieSettings;
+pub use rate_limit::RateLimitState;
 pub use serve::serve;
 
 use crate::error::Error;
@@ -68,6 +71,8 @@ pub struct HttpSettings {
     pub cors_origins: Vec<String>,
     /// Span, trace context and HTTP metrics per request.
     pub observe: Observe,
+    /// Per-address limiters and the proxies trusted to name the client.
+    pub rate_limit: RateLimitState,
 }
 
 /// The public router with all middleware.
@@ -87,6 +92,7 @@ pub fn router(state: AppState, settings: &HttpSettings) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(settings.request_timeout, request_timeout))
+        .layer(middleware::from_fn_with_state(settings.rate_limit.clone(), rate_limit::rate_limit))
         .with_state(state);
 
     let api = match cors(&settings.cors_origins) {

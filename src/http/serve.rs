@@ -1,9 +1,12 @@
 //! The serving loop.
 //!
 //! axum's `serve` has no header-read timeout, so a client that trickles its headers could pin
-//! a connection forever and hold up graceful shutdown. This loop drives hyper directly with a
-//! header-read timeout, attaches the peer address for the extractors, and on shutdown stops
-//! accepting, lets in-flight requests finish within a deadline, then returns.
+//! a connection forever and hold up graceful shutdown. This loop drives hyper's HTTP/1.1
+//! server directly: a connection must send its first bytes, and then each request's headers,
+//! within the header-read timeout; the peer address is attached for the extractors; on
+//! shutdown the loop stops accepting, lets in-flight requests finish within a deadline, and
+//! returns. (HTTP/1.1 only: protocol sniffing for cleartext HTTP/2 would read before any timer
+//! runs, and load balancers speak HTTP/1.1 to their backends.)
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -12,8 +15,8 @@ use std::time::Duration;
 use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto::Builder;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tower::Service as _;
@@ -26,9 +29,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) {
-    let mut builder = Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
-    builder.http2().timer(TokioTimer::new()).keep_alive_interval(Some(Duration::from_secs(30)));
+    let mut builder = http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(header_read_timeout).keep_alive(true);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
 
@@ -52,8 +54,7 @@ pub async fn serve(
             let mut router = router.clone();
             router.call(request)
         });
-        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
-        let connection = graceful.watch(connection);
+        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(error = %error, "connection closed with an error");

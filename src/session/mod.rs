@@ -8,6 +8,6 @@ mod time;
 mod token;
 
 pub use policy::{SessionPolicy, Slide};
-pub use service::{Authenticated, ClientMeta, Issued, RevokeReason, SessionService};
+pub use service::{Authenticated, ClientMeta, Issued, LoginGuard, LoginProtection, RevokeReason, SessionService};
 pub use time::Timestamp;
 pub use token::{SessionId, SessionToken, Shard, TokenHash};

@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use super::{SessionId, SessionPolicy, SessionToken, Timestamp, TokenHash};
 use crate::error::Error;
-use crate::store::{Lookup, SessionRecord, Store, StoreError};
+use crate::limits::{Decision, KeyedLimiter};
+use crate::store::{GuardEvent, GuardRule, Lookup, SessionRecord, Store, StoreError};
 use crate::telemetry::metrics::Metrics;
 use crate::users::{Password, Passwords, Role, UserKey, Username};
 
@@ -80,6 +81,60 @@ impl Authenticated {
     }
 }
 
+/// Brute-force protection of logins.
+#[derive(Clone, Debug)]
+pub struct LoginProtection {
+    /// Attempts per account on this instance (governor).
+    pub account: Arc<KeyedLimiter>,
+    /// The failed-login guard shared through the store, if enabled.
+    pub guard: Option<LoginGuard>,
+}
+
+/// The shared failed-login guard: `failures` per `window` per account, on every instance.
+#[derive(Clone, Copy, Debug)]
+pub struct LoginGuard {
+    rule: GuardRule,
+    failures: u32,
+    window_secs: u64,
+}
+
+impl LoginGuard {
+    /// `failures` per `window`; `None` when `failures` is 0.
+    #[must_use]
+    pub fn new(failures: u32, window: std::time::Duration) -> Option<Self> {
+        let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+        let interval_ms = window_ms / i64::from(failures.max(1));
+        (failures > 0 && interval_ms > 0).then_some(Self {
+            rule: GuardRule { interval_ms, tolerance_ms: window_ms - interval_ms },
+            failures,
+            window_secs: window.as_secs().max(1),
+        })
+    }
+
+    fn refusal(self, wait_ms: u64) -> Decision {
+        Decision {
+            limiter: "login_guard",
+            allowed: false,
+            remaining: 0,
+            reset_secs: wait_ms.div_ceil(1000).max(1),
+            policy: (self.failures, self.window_secs),
+        }
+    }
+}
+
+/// The per-account limiter's key: a digest of the normalised username, so attacker-chosen
+/// names are neither stored nor usable to grow keys beyond 16 bytes each.
+fn account_key(username: &str) -> u128 {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::new()
+        .chain_update(b"sessiond/login/")
+        .chain_update(username.to_ascii_lowercase().as_bytes())
+        .finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    u128::from_be_bytes(bytes)
+}
+
 /// Session operations.
 #[derive(Clone)]
 pub struct SessionService {
@@ -87,13 +142,20 @@ pub struct SessionService {
     passwords: Arc<Passwords>,
     policy: SessionPolicy,
     metrics: Arc<Metrics>,
+    protection: LoginProtection,
 }
 
 impl SessionService {
     /// Wire the service.
     #[must_use]
-    pub fn new(store: Arc<dyn Store>, passwords: Arc<Passwords>, policy: SessionPolicy, metrics: Arc<Metrics>) -> Self {
-        Self { store, passwords, policy, metrics }
+    pub fn new(
+        store: Arc<dyn Store>,
+        passwords: Arc<Passwords>,
+        policy: SessionPolicy,
+        metrics: Arc<Metrics>,
+        protection: LoginProtection,
+    ) -> Self {
+        Self { store, passwords, policy, metrics, protection }
     }
 
     fn revoked(&self, reason: RevokeReason, ids: &[&SessionId]) {
@@ -125,6 +187,7 @@ impl SessionService {
         self.metrics.login(match &result {
             Ok(_) => "success",
             Err(Error::InvalidCredentials) => "invalid_credentials",
+            Err(Error::RateLimited(_) | Error::Overloaded) => "rate_limited",
             Err(_) => "unavailable",
         });
         result
@@ -137,16 +200,37 @@ impl SessionService {
         meta: ClientMeta,
         previous: Option<SessionToken>,
     ) -> Result<Issued, Error> {
+        if let Some(decision) = self.protection.account.check(account_key(username)) {
+            if !decision.allowed {
+                self.metrics.rate_limited(decision.limiter);
+                return Err(Error::RateLimited(decision));
+            }
+        }
         let key = Username::parse(username).ok().map(|name| name.key());
+        let guard = self.protection.guard.zip(key.clone());
+        if let Some((guard, key)) = &guard {
+            let wait_ms = self.store.login_guard(key, Timestamp::now(), guard.rule, GuardEvent::Check).await?;
+            if wait_ms > 0 {
+                self.metrics.rate_limited("login_guard");
+                return Err(Error::RateLimited(guard.refusal(wait_ms)));
+            }
+        }
         let user = match &key {
             Some(key) => self.store.find_user(key).await?,
             None => None,
         };
         // Always verify (against a dummy hash for unknown users) so timing does not tell.
-        let verified = self.passwords.verify(&password, user.as_ref().map(|u| u.password_hash.as_str())).await;
+        let verified = self.passwords.verify(&password, user.as_ref().map(|u| u.password_hash.as_str())).await?;
         let (Some(user), Some(key), true) = (user, key, verified) else {
+            // Unknown accounts are counted too: a guard only for real ones would reveal which exist.
+            if let Some((guard, key)) = &guard {
+                self.store.login_guard(key, Timestamp::now(), guard.rule, GuardEvent::Failure).await?;
+            }
             return Err(Error::InvalidCredentials);
         };
+        if let Some((guard, key)) = &guard {
+            self.store.login_guard(key, Timestamp::now(), guard.rule, GuardEvent::Success).await?;
+        }
         if let Some(previous) = previous {
             if let Some(id) = self.store.revoke_session(&previous.hash()).await? {
                 self.revoked(RevokeReason::Rotation, &[&id]);

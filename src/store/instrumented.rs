@@ -10,7 +10,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use tracing::Instrument as _;
 
-use super::{Lookup, SessionRecord, Slide, Store, StoreError, UserRecord};
+use super::{GuardEvent, GuardRule, Lookup, SessionRecord, Slide, Store, StoreError, UserRecord};
 use crate::session::{SessionId, Timestamp, TokenHash};
 use crate::telemetry::metrics::Metrics;
 use crate::users::UserKey;
@@ -102,6 +102,15 @@ impl Store for Instrumented {
     }
     async fn list_sessions(&self, user: &UserKey, now: Timestamp) -> Result<Vec<SessionRecord>, StoreError> {
         self.observe("list_sessions", self.inner.list_sessions(user, now)).await
+    }
+    async fn login_guard(
+        &self,
+        user: &UserKey,
+        now: Timestamp,
+        rule: GuardRule,
+        event: GuardEvent,
+    ) -> Result<u64, StoreError> {
+        self.observe("login_guard", self.inner.login_guard(user, now, rule, event)).await
     }
     async fn count_active(&self, now: Timestamp) -> Result<u64, StoreError> {
         self.observe("count_active", self.inner.count_active(now)).await

@@ -10,7 +10,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
-use super::{Lookup, SessionRecord, Slide, Store, StoreError, UserRecord};
+use super::{GuardEvent, GuardRule, Lookup, SessionRecord, Slide, Store, StoreError, UserRecord};
 use crate::session::{SessionId, Timestamp, TokenHash};
 use crate::users::UserKey;
 
@@ -26,6 +26,8 @@ struct State {
     sessions: HashMap<TokenHash, SessionRecord>,
     /// Per-user index: session id → token hash.
     by_user: HashMap<UserKey, HashMap<SessionId, TokenHash>>,
+    /// Failed-login guard: theoretical arrival time (ms) per account.
+    guards: HashMap<UserKey, i64>,
 }
 
 impl State {
@@ -243,8 +245,30 @@ impl Store for MemoryStore {
         Ok(self.state().sessions.values().filter(|s| s.deadline() > now).count() as u64)
     }
 
+    async fn login_guard(
+        &self,
+        user: &UserKey,
+        now: Timestamp,
+        rule: GuardRule,
+        event: GuardEvent,
+    ) -> Result<u64, StoreError> {
+        let mut state = self.state();
+        let now = now.millis();
+        if event == GuardEvent::Success {
+            state.guards.remove(user);
+            return Ok(0);
+        }
+        let mut tat = state.guards.get(user).copied().unwrap_or(now).max(now);
+        if event == GuardEvent::Failure {
+            tat += rule.interval_ms;
+            state.guards.insert(user.clone(), tat);
+        }
+        Ok(u64::try_from(tat - now - rule.tolerance_ms).unwrap_or(0))
+    }
+
     async fn prune_expired(&self, now: Timestamp) -> Result<(), StoreError> {
         let mut state = self.state();
+        state.guards.retain(|_, tat| *tat > now.millis());
         let expired: Vec<TokenHash> =
             state.sessions.iter().filter(|(_, s)| s.deadline() <= now).map(|(h, _)| *h).collect();
         for hash in expired {

@@ -69,6 +69,29 @@ impl SessionRecord {
     }
 }
 
+/// The failed-login guard as a GCRA: each failure costs `interval_ms`; attempts are refused
+/// while more than `tolerance_ms` of cost is outstanding. With N failures per window W:
+/// `interval = W / N`, `tolerance = W - interval`, so N quick failures block the account for
+/// `interval`, and it regains one attempt per `interval` after that.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GuardRule {
+    /// Cost of one failure, in milliseconds.
+    pub interval_ms: i64,
+    /// Outstanding cost allowed before refusing, in milliseconds.
+    pub tolerance_ms: i64,
+}
+
+/// What happened to a login attempt, for the guard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GuardEvent {
+    /// Before verifying: may this attempt proceed?
+    Check,
+    /// The password was wrong (or the account unknown).
+    Failure,
+    /// The login succeeded: forget past failures.
+    Success,
+}
+
 /// The answer to a validation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Lookup {
@@ -164,6 +187,16 @@ pub trait Store: Send + Sync + 'static {
 
     /// Exact number of sessions whose deadline is after `now`, across all users.
     async fn count_active(&self, now: Timestamp) -> Result<u64, StoreError>;
+
+    /// The shared failed-login guard of an account: record `event` and return how long
+    /// (milliseconds) further attempts must wait; 0 means an attempt may proceed.
+    async fn login_guard(
+        &self,
+        user: &UserKey,
+        now: Timestamp,
+        rule: GuardRule,
+        event: GuardEvent,
+    ) -> Result<u64, StoreError>;
 
     /// Forget bookkeeping of sessions that expired by themselves (the sessions are already
     /// gone; this trims the indexes that count them).

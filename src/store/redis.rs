@@ -30,7 +30,7 @@ use fred::prelude::*;
 use fred::types::config::{ReconnectError, UnresponsiveConfig};
 use fred::types::Value;
 
-use super::{Lookup, SessionRecord, Slide, Store, StoreError, UserRecord};
+use super::{GuardEvent, GuardRule, Lookup, SessionRecord, Slide, Store, StoreError, UserRecord};
 use crate::session::{SessionId, Shard, Timestamp, TokenHash};
 use crate::users::UserKey;
 
@@ -61,6 +61,7 @@ struct Scripts {
     list: Script,
     insert_user: Script,
     set_role: Script,
+    login_guard: Script,
 }
 
 impl Scripts {
@@ -75,6 +76,7 @@ impl Scripts {
             list: Script::new(include_str!("lua/list.lua"), true),
             insert_user: Script::new(include_str!("lua/insert_user.lua"), false),
             set_role: Script::new(include_str!("lua/set_role.lua"), false),
+            login_guard: Script::new(include_str!("lua/login_guard.lua"), false),
         }
     }
 }
@@ -121,6 +123,14 @@ mod keys {
     }
     pub fn active(shard: Shard) -> String {
         format!("{}active", prefix(shard))
+    }
+    /// The guard is keyed by a digest, so attacker-chosen usernames are never stored verbatim.
+    pub fn login_guard(user: &UserKey) -> String {
+        use base64::Engine as _;
+        use sha2::Digest as _;
+        let digest = sha2::Sha256::digest(user.as_str().as_bytes());
+        let short = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..16]);
+        format!("{}login-guard:{short}", prefix(user.shard()))
     }
 }
 
@@ -461,6 +471,28 @@ impl Store for RedisStore {
             Value::Null => Ok(Vec::new()),
             _ => Err(StoreError::other(OP, "unexpected reply")),
         }
+    }
+
+    async fn login_guard(
+        &self,
+        user: &UserKey,
+        now: Timestamp,
+        rule: GuardRule,
+        event: GuardEvent,
+    ) -> Result<u64, StoreError> {
+        let event = match event {
+            GuardEvent::Check => "check",
+            GuardEvent::Failure => "failure",
+            GuardEvent::Success => "success",
+        };
+        let args = vec![
+            now.millis().to_string(),
+            rule.interval_ms.to_string(),
+            rule.tolerance_ms.to_string(),
+            event.to_owned(),
+        ];
+        let reply = self.eval("login_guard", &self.scripts.login_guard, vec![keys::login_guard(user)], args).await?;
+        Ok(text(&reply).and_then(|ms| ms.parse().ok()).unwrap_or(0))
     }
 
     async fn count_active(&self, now: Timestamp) -> Result<u64, StoreError> {

@@ -162,7 +162,6 @@ impl Metrics {
     }
 
     /// Requests being served right now.
-    #[must_use]
     pub fn in_flight(&self) -> &Gauge {
         &self.in_flight
     }

@@ -42,6 +42,7 @@ impl UserService {
             Ok(_) => "success",
             Err(Error::UsernameTaken) => "conflict",
             Err(Error::InvalidField { .. }) => "invalid",
+            Err(Error::RateLimited(_) | Error::Overloaded) => "rate_limited",
             Err(_) => "unavailable",
         });
         if let Ok(user) = &result {
@@ -60,7 +61,7 @@ impl UserService {
         if self.store.find_user(&username.key()).await?.is_some() {
             return Err(Error::UsernameTaken);
         }
-        let password_hash = self.passwords.hash(&password).await.map_err(Error::Internal)?;
+        let password_hash = self.passwords.hash(&password).await?;
         let record = UserRecord {
             user_id: Uuid::new_v4().to_string(),
             username: username.as_str().to_owned(),

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
+use sessiond::limits::QuotaSpec;
 use sessiond::{Application, Config};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -219,6 +220,12 @@ pub fn test_config(redis: Option<&RedisServer>) -> Config {
     config.argon2_memory_kib = 256;
     config.argon2_iterations = 1;
     config.shutdown_timeout = Duration::from_secs(5);
+    // All test traffic comes from one address: limits are enabled only by the tests of them.
+    config.rate_limit_ip = QuotaSpec::Off;
+    config.rate_limit_login_ip = QuotaSpec::Off;
+    config.rate_limit_login_account = QuotaSpec::Off;
+    config.rate_limit_register_ip = QuotaSpec::Off;
+    config.login_failures = 0;
     config
 }
 

@@ -9,6 +9,7 @@ mod expiry;
 mod lifecycle;
 mod metrics;
 mod outage;
+mod protection;
 mod sessions;
 mod store_contract;
 mod telemetry;

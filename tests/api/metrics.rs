@@ -9,16 +9,16 @@ use reqwest::StatusCode;
 use crate::helpers::*;
 
 /// One scrape, as `name{labels}` → value.
-struct Scrape(BTreeMap<String, f64>, String);
+struct Scrape(BTreeMap<String, f64>);
 
 impl Scrape {
-    fn parse(text: String) -> Self {
+    fn parse(text: &str) -> Self {
         let mut samples = BTreeMap::new();
         for line in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
             let (series, value) = line.rsplit_once(' ').expect("sample line");
             samples.insert(series.to_owned(), value.parse().expect("sample value"));
         }
-        Self(samples, text)
+        Self(samples)
     }
 
     /// Sum of every series of `name` whose labels include all of `labels`.
@@ -35,7 +35,7 @@ impl Scrape {
 }
 
 async fn scrape(app: &TestApp) -> Scrape {
-    Scrape::parse(app.metrics_text().await)
+    Scrape::parse(&app.metrics_text().await)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -132,7 +132,7 @@ async fn the_exposition_is_complete_and_clean() {
     );
     assert!(text.contains("le=\"10\""));
     assert!(!text.contains("quantile="), "summaries are not allowed");
-    let scrape = Scrape::parse(text.clone());
+    let scrape = Scrape::parse(&text);
     assert_eq!(scrape.value("sessiond_redis_up", &[]), 1.0);
     assert_eq!(scrape.value("sessiond_sessions_active", &[]), 1.0);
     assert_eq!(scrape.value("sessiond_build_info", &[("version", env!("CARGO_PKG_VERSION"))]), 1.0);
