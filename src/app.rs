@@ -175,8 +175,12 @@ pub fn build_store(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<Ar
         Some(url) => {
             let settings = RedisSettings {
                 url: url.clone(),
+                username: config.redis_username.clone(),
+                password: config.redis_password.clone(),
                 timeout: config.redis_timeout,
                 pool_size: usize::from(config.redis_pool_size),
+                wait_replicas: config.redis_wait_replicas,
+                wait_timeout: config.redis_wait_timeout,
             };
             let redis = RedisStore::connect(&settings).context("SESSIOND_REDIS_URL")?;
             Arc::new(Instrumented::new(Arc::new(redis), "redis", metrics.clone()))

@@ -32,10 +32,31 @@ pub struct Config {
     #[arg(long, env = "SESSIOND_ACTIVE_SESSIONS_REFRESH", default_value = "5s", value_parser = parse_duration)]
     pub active_sessions_refresh: Duration,
 
-    /// Redis URL (`redis://[user:password@]host:port[/db]`, `rediss://` for TLS). Unset: an
-    /// in-memory store that is neither shared between instances nor persisted.
+    /// Redis URL: `redis://host:port[/db]` (one node; `rediss://` for TLS),
+    /// `redis-cluster://host:port?node=host2:port2&node=…` (Cluster seed nodes), or
+    /// `redis-sentinel://sentinel:26379?sentinelServiceName=mymaster&node=sentinel2:26379`
+    /// (Sentinel; `rediss-…` variants for TLS). Unset: an in-memory store that is neither
+    /// shared between instances nor persisted.
     #[arg(long, env = "SESSIOND_REDIS_URL")]
     pub redis_url: Option<String>,
+
+    /// Redis ACL user (overrides the URL's; for every mode).
+    #[arg(long, env = "SESSIOND_REDIS_USERNAME")]
+    pub redis_username: Option<String>,
+
+    /// Redis password (overrides the URL's; for every mode). Prefer this to a password in the
+    /// URL: it is never printed.
+    #[arg(long, env = "SESSIOND_REDIS_PASSWORD", hide_env_values = true)]
+    pub redis_password: Option<String>,
+
+    /// Revocations and token rotations are acknowledged only after this many replicas have
+    /// them (`WAIT`), so a failover cannot bring a logged-out session back. 0: no wait.
+    #[arg(long, env = "SESSIOND_REDIS_WAIT_REPLICAS", default_value_t = 0)]
+    pub redis_wait_replicas: u8,
+
+    /// How long a revocation waits for replicas before answering 503.
+    #[arg(long, env = "SESSIOND_REDIS_WAIT_TIMEOUT", default_value = "100ms", value_parser = parse_duration)]
+    pub redis_wait_timeout: Duration,
 
     /// Per-command Redis timeout; a request whose store call exceeds it answers 503.
     #[arg(long, env = "SESSIOND_REDIS_TIMEOUT", default_value = "250ms", value_parser = parse_duration)]
@@ -282,7 +303,11 @@ fn one_line(error: clap::Error) -> ConfigExit {
             .and_then(|a| a.get_env())
             .map_or_else(|| arg.to_owned(), |env| format!("{} ({arg})", env.to_string_lossy()))
     });
-    let reason = error.source().map(ToString::to_string).unwrap_or_else(|| first_line(&error.render().to_string()));
+    let reason = match (error.source(), error.get(ContextKind::ValidValue)) {
+        (Some(source), _) => source.to_string(),
+        (None, Some(ContextValue::Strings(valid))) => format!("expected one of {}", valid.join(", ")),
+        (None, _) => first_line(&error.render().to_string()),
+    };
     let message = match (name, value) {
         (Some(name), Some(value)) => format!("error: {name}: invalid value {value:?}: {reason}"),
         (Some(name), None) => format!("error: {name}: {reason}"),

@@ -163,6 +163,11 @@ impl IntoResponse for Error {
         if status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        // The request body may be unread: tell keep-alive clients this connection ends here,
+        // rather than letting their next request fail on it.
+        if matches!(self, Self::PayloadTooLarge | Self::UnsupportedMediaType | Self::RequestTimeout) {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }

@@ -31,8 +31,8 @@ fn main() -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
+            // Logging is up by now: one line, in the configured format.
             tracing::error!(error = %format!("{error:#}"), "sessiond stopped with an error");
-            eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }
     }

@@ -31,6 +31,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AppJson<T> {
         if !is_json(request.headers()) {
             return Err(Error::UnsupportedMediaType);
         }
+        // Refuse a declared oversize body before reading any of it.
+        let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > super::MAX_BODY_BYTES as u64) {
+            return Err(Error::PayloadTooLarge);
+        }
         let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 Error::PayloadTooLarge
@@ -76,6 +81,8 @@ fn json_error(error: serde_path_to_error::Error<serde_json::Error>) -> Error {
                 (named.unwrap_or_else(|| path.clone()), "is required")
             } else if message.starts_with("unknown field") {
                 (named.unwrap_or_else(|| path.clone()), "is not allowed")
+            } else if message.starts_with("duplicate field") {
+                (named.unwrap_or_else(|| path.clone()), "appears more than once")
             } else {
                 (if path == "." { "body".to_owned() } else { path }, "has the wrong type")
             };

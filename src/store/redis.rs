@@ -82,19 +82,61 @@ impl Scripts {
 }
 
 /// Connection settings taken from the configuration.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct RedisSettings {
-    /// `redis://` or `rediss://` URL.
+    /// `redis://`/`rediss://` (one node), `redis-cluster://` (seed nodes as `?node=host:port`),
+    /// or `redis-sentinel://` (sentinels, `?sentinelServiceName=…`).
     pub url: String,
+    /// ACL user, overriding the URL's.
+    pub username: Option<String>,
+    /// Password, overriding the URL's.
+    pub password: Option<String>,
     /// Per-command timeout.
     pub timeout: Duration,
-    /// Connections in the pool.
+    /// Connections in the pool (per node in a Cluster).
     pub pool_size: usize,
+    /// Revocations and rotations wait until this many replicas acknowledged them (0: no wait).
+    pub wait_replicas: u8,
+    /// How long they wait for that acknowledgement.
+    pub wait_timeout: Duration,
+}
+
+impl RedisSettings {
+    /// Defaults for everything but the URL.
+    #[must_use]
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            username: None,
+            password: None,
+            timeout: Duration::from_millis(250),
+            pool_size: 4,
+            wait_replicas: 0,
+            wait_timeout: Duration::from_millis(100),
+        }
+    }
+}
+
+/// The URL and password may carry secrets: never print them.
+impl std::fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("timeout", &self.timeout)
+            .field("pool_size", &self.pool_size)
+            .field("wait_replicas", &self.wait_replicas)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Sessions and users in Redis.
 pub struct RedisStore {
     pool: Pool,
+    /// A connection of its own for writes that must reach replicas before they are
+    /// acknowledged: `WAIT` counts the writes of the connection it is sent on, and blocks
+    /// that connection meanwhile, so it must not be a connection validations share.
+    durable: Option<Client>,
+    wait_replicas: u8,
+    wait_timeout: Duration,
     timeout: Duration,
     scripts: Scripts,
 }
@@ -145,8 +187,15 @@ impl RedisStore {
         // Apply the reconnect policy to the first connection too, so a missing Redis at start
         // is an outage to recover from, not a crash.
         config.fail_fast = false;
+        if settings.username.is_some() {
+            config.username.clone_from(&settings.username);
+        }
+        if settings.password.is_some() {
+            config.password.clone_from(&settings.password);
+        }
         let timeout = settings.timeout;
-        let pool = Builder::from_config(config)
+        let mut builder = Builder::from_config(config);
+        builder
             .with_connection_config(|c| {
                 c.connection_timeout = Duration::from_secs(1);
                 c.internal_command_timeout = Duration::from_secs(1).max(timeout);
@@ -169,10 +218,26 @@ impl RedisStore {
                 ];
             })
             .with_performance_config(|p| p.default_command_timeout = timeout)
-            .set_policy(ReconnectPolicy::new_exponential(0, 50, 1000, 2))
-            .build_pool(settings.pool_size.max(1))?;
+            .set_policy(ReconnectPolicy::new_exponential(0, 50, 1000, 2));
+        let pool = builder.build_pool(settings.pool_size.max(1))?;
         drop(pool.connect_pool());
-        Ok(Self { pool, timeout, scripts: Scripts::new() })
+        let durable = if settings.wait_replicas > 0 {
+            // WAIT's own timeout comes on top of the command timeout.
+            builder.with_performance_config(|p| p.default_command_timeout = timeout + settings.wait_timeout);
+            let client = builder.build()?;
+            drop(client.connect());
+            Some(client)
+        } else {
+            None
+        };
+        Ok(Self {
+            pool,
+            durable,
+            wait_replicas: settings.wait_replicas,
+            wait_timeout: settings.wait_timeout,
+            timeout,
+            scripts: Scripts::new(),
+        })
     }
 
     /// Wait until at least one connection is up (for tools and tests), bounded by `within`.
@@ -219,7 +284,52 @@ impl RedisStore {
         keys: Vec<String>,
         args: Vec<String>,
     ) -> Result<Value, StoreError> {
-        let client = self.client(op)?;
+        self.eval_on(self.client(op)?, op, script, keys, args).await
+    }
+
+    /// Run a revocation or rotation so that, with `SESSIOND_REDIS_WAIT_REPLICAS` set, it is
+    /// acknowledged only once enough replicas have it: a failover then cannot bring the
+    /// session back. Fewer acknowledgements in time is an error (503), never a silent success.
+    async fn eval_durable(
+        &self,
+        op: &'static str,
+        script: &Script,
+        keys: Vec<String>,
+        args: Vec<String>,
+    ) -> Result<Value, StoreError> {
+        let Some(durable) = &self.durable else { return self.eval(op, script, keys, args).await };
+        if !durable.is_connected() {
+            return Err(StoreError::Connection { op, detail: "not connected".to_owned() });
+        }
+        let slot = keys.first().map_or(0, |key| fred::util::redis_keyslot(key.as_bytes()));
+        let reply = self.eval_on(durable, op, script, keys, args).await?;
+        let options = Options { cluster_hash: Some(fred::types::ClusterHash::Custom(slot)), ..Options::default() };
+        let wait_ms = i64::try_from(self.wait_timeout.as_millis()).unwrap_or(i64::MAX);
+        let bound = self.timeout + self.wait_timeout;
+        let acked: i64 = match tokio::time::timeout(
+            bound,
+            durable.with_options(&options).wait(i64::from(self.wait_replicas), wait_ms),
+        )
+        .await
+        {
+            Ok(Ok(acked)) => acked,
+            Ok(Err(error)) => return Err(classify(op, &error)),
+            Err(_) => return Err(StoreError::Timeout { op }),
+        };
+        if acked < i64::from(self.wait_replicas) {
+            return Err(StoreError::other(op, format!("acknowledged by {acked} of {} replicas", self.wait_replicas)));
+        }
+        Ok(reply)
+    }
+
+    async fn eval_on(
+        &self,
+        client: &Client,
+        op: &'static str,
+        script: &Script,
+        keys: Vec<String>,
+        args: Vec<String>,
+    ) -> Result<Value, StoreError> {
         let first: Result<Value, StoreError> =
             self.bounded(op, client.evalsha(script.sha.as_str(), keys.clone(), args.clone())).await;
         match first {
@@ -434,14 +544,14 @@ impl Store for RedisStore {
         }
         let args = vec![keys::prefix(shard), now.millis().to_string(), slide.idle_ms.to_string(), new.encoded()];
         let keys = vec![keys::session(old), keys::session(new), keys::active(shard)];
-        let reply = self.eval(OP, &self.scripts.rotate, keys, args).await?;
+        let reply = self.eval_durable(OP, &self.scripts.rotate, keys, args).await?;
         lookup_from(OP, &reply)
     }
 
     async fn revoke_session(&self, hash: &TokenHash) -> Result<Option<SessionId>, StoreError> {
         let shard = hash.shard();
         let keys = vec![keys::session(hash), keys::active(shard)];
-        let reply = self.eval("revoke_session", &self.scripts.revoke, keys, vec![keys::prefix(shard)]).await?;
+        let reply = self.eval_durable("revoke_session", &self.scripts.revoke, keys, vec![keys::prefix(shard)]).await?;
         Ok(text(&reply).as_deref().and_then(SessionId::parse))
     }
 
@@ -449,7 +559,7 @@ impl Store for RedisStore {
         let shard = user.shard();
         let keys = vec![keys::user_sessions(user), keys::active(shard)];
         let args = vec![keys::prefix(shard), id.as_str().to_owned()];
-        let reply = self.eval("revoke_session_by_id", &self.scripts.revoke_by_id, keys, args).await?;
+        let reply = self.eval_durable("revoke_session_by_id", &self.scripts.revoke_by_id, keys, args).await?;
         Ok(reply.as_i64() == Some(1))
     }
 
@@ -457,7 +567,7 @@ impl Store for RedisStore {
         let shard = user.shard();
         let keys = vec![keys::user_sessions(user), keys::active(shard)];
         let args = vec![keys::prefix(shard), keep.map(|id| id.as_str().to_owned()).unwrap_or_default()];
-        let reply = self.eval("revoke_user_sessions", &self.scripts.revoke_all, keys, args).await?;
+        let reply = self.eval_durable("revoke_user_sessions", &self.scripts.revoke_all, keys, args).await?;
         Ok(reply.as_i64().and_then(|n| u64::try_from(n).ok()).unwrap_or(0))
     }
 

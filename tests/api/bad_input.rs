@@ -381,9 +381,9 @@ async fn mistyped_fields_are_422_without_echoing_the_value() {
     assert!(keys(&redis).is_empty(), "422s wrote {:?}", keys(&redis));
 }
 
-/// serde's derived `Deserialize` for a struct also accepts a JSON array of its fields in
-/// order, so `["name", "password"]` registers and logs in although the contract is an
-/// object with exactly `username` and `password` (`deny_unknown_fields` does not cover it).
+/// Regression: serde's derived `Deserialize` for a struct also accepts a JSON array of its
+/// fields in order, so `["name", "password"]` used to register and log in although the
+/// contract is an object with exactly `username` and `password`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_array_body_is_422_not_credentials() {
     let redis = RedisServer::start();

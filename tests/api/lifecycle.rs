@@ -276,11 +276,10 @@ async fn a_silent_client_does_not_hold_up_shutdown() {
     );
 }
 
-/// `SESSIOND_HEADER_READ_TIMEOUT` is documented as "a client that has not sent its request
-/// headers within this time is disconnected", but hyper-util's protocol detection (`auto`
-/// builder, `ReadVersion`) runs before hyper's HTTP/1 header timer starts and has no timeout
-/// of its own: a client that sends nothing, or only the start of the HTTP/2 preface, keeps
-/// its connection (and a file descriptor) until shutdown.
+/// Regression: `SESSIOND_HEADER_READ_TIMEOUT` is "a client that has not sent its request
+/// headers within this time is disconnected". With hyper-util's `auto` builder, protocol
+/// sniffing read the first bytes before hyper's header timer ran, so a client that sent
+/// nothing, or only the start of the HTTP/2 preface, kept its connection until shutdown.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_client_is_disconnected_after_the_header_read_timeout() {
     let redis = RedisServer::start();

@@ -276,9 +276,12 @@ macro_rules! contract {
 }
 
 async fn redis_store(server: &RedisServer) -> Arc<dyn Store> {
-    let store =
-        RedisStore::connect(&RedisSettings { url: server.url(), timeout: Duration::from_millis(500), pool_size: 2 })
-            .expect("connect");
+    let store = RedisStore::connect(&RedisSettings {
+        timeout: Duration::from_millis(500),
+        pool_size: 2,
+        ..RedisSettings::new(server.url())
+    })
+    .expect("connect");
     store.wait_connected(Duration::from_secs(5)).await.expect("redis reachable");
     Arc::new(store)
 }
