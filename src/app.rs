@@ -183,16 +183,25 @@ pub fn build_store(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<Ar
                 wait_timeout: config.redis_wait_timeout,
             };
             let redis = RedisStore::connect(&settings).context("SESSIOND_REDIS_URL")?;
-            Arc::new(Instrumented::new(Arc::new(redis), "redis", metrics.clone()))
+            instrumented(Arc::new(redis), "redis", metrics)
         }
         None => {
             tracing::warn!(
                 "SESSIOND_REDIS_URL is not set: using the in-memory store; sessions are neither shared \
                  between instances nor kept across restarts"
             );
-            Arc::new(Instrumented::new(Arc::new(MemoryStore::new()), "memory", metrics.clone()))
+            instrumented(Arc::new(MemoryStore::new()), "memory", metrics)
         }
     })
+}
+
+/// Every store call passes through [`Instrumented`] (unless compiled out for benchmarks).
+fn instrumented(store: Arc<dyn Store>, system: &'static str, metrics: &Arc<Metrics>) -> Arc<dyn Store> {
+    if cfg!(feature = "bench-no-instrumentation") {
+        store
+    } else {
+        Arc::new(Instrumented::new(store, system, metrics.clone()))
+    }
 }
 
 /// Keep the store-wide gauges fresh: `sessiond_redis_up` from a ping and the exact

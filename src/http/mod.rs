@@ -99,12 +99,16 @@ pub fn router(state: AppState, settings: &HttpSettings) -> Router {
         Some(cors) => api.layer(cors),
         None => api,
     };
-    api.layer(SetResponseHeaderLayer::overriding(header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
+    let api = api
+        .layer(SetResponseHeaderLayer::overriding(header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
         .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
         .layer(CatchPanicLayer::custom(|_panic: Box<dyn std::any::Any + Send>| {
             Error::Internal("handler panicked".to_owned()).into_response()
-        }))
-        .layer(middleware::from_fn_with_state(settings.observe.clone(), observe))
+        }));
+    if cfg!(feature = "bench-no-instrumentation") {
+        return api;
+    }
+    api.layer(middleware::from_fn_with_state(settings.observe.clone(), observe))
 }
 
 /// The admin router: metrics and probes, never rate-limited, never on the public listener.

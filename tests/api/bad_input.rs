@@ -752,3 +752,47 @@ async fn successful_responses_carry_the_security_headers() {
     let token = token_of(&response.json().await.expect("refresh json"));
     check(&app.post("/v1/auth/logout", &token).await, StatusCode::NO_CONTENT);
 }
+
+/// A declared oversize body is refused from its head alone, and the early answer says the
+/// connection closes (its body was never read).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declared_oversize_body_is_refused_before_it_is_sent() {
+    let redis = RedisServer::start();
+    let app = spawn_app(Some(&redis)).await;
+    let head = format!(
+        "POST /v1/auth/register HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        app.addr,
+        1024 * 1024
+    );
+    let started = std::time::Instant::now();
+    let response = exchange(app.addr, head.into_bytes()).await;
+    assert_eq!(response.status, 413);
+    assert!(started.elapsed() < Duration::from_secs(1), "answered from the head, without waiting for the body");
+    assert_eq!(response.header("connection"), Some("close"));
+    let unsupported = exchange(
+        app.addr,
+        format!(
+            "POST /v1/auth/login HTTP/1.1\r\nHost: {}\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\n",
+            app.addr
+        )
+        .into_bytes(),
+    )
+    .await;
+    assert_eq!(unsupported.status, 415);
+    assert_eq!(unsupported.header("connection"), Some("close"));
+    assert!(keys(&redis).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_field_is_422_naming_it() {
+    let redis = RedisServer::start();
+    let app = spawn_app(Some(&redis)).await;
+    for path in CREDENTIAL_ROUTES {
+        let body = r#"{"username":"dupe","password":"first-secret-value","password":"second-secret-value"}"#;
+        let response = post_raw(&app, path, Some("application/json"), body.to_owned()).await;
+        let (problem, _) =
+            problem(response, StatusCode::UNPROCESSABLE_ENTITY, &["first-secret-value", "second-secret-value"]).await;
+        assert!(detail(&problem).contains("`password`") && detail(&problem).contains("more than once"), "{problem}");
+    }
+    assert!(keys(&redis).is_empty());
+}
