@@ -7,7 +7,7 @@ use std::time::Duration;
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE, COOKIE};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 
 use crate::helpers::*;
@@ -188,54 +188,6 @@ async fn body_over_16_kib_with_content_length_is_413() {
     assert!(keys(&redis).is_empty(), "a rejected registration wrote {:?}", keys(&redis));
 }
 
-/// A response read off a raw socket.
-struct RawResponse {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl RawResponse {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
-    }
-}
-
-/// Read one HTTP/1.1 response (head plus a `Content-Length` body).
-async fn read_response(reader: &mut (impl AsyncRead + Unpin)) -> std::io::Result<RawResponse> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let head_end = loop {
-        if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break pos;
-        }
-        let n = reader.read(&mut chunk).await?;
-        if n == 0 {
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed before a response head"));
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    let mut rest = buf.split_off(head_end + 4);
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status = status_line.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
-        .collect();
-    let len: usize = headers.iter().find(|(n, _)| n == "content-length").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
-    while rest.len() < len {
-        let n = reader.read(&mut chunk).await?;
-        if n == 0 {
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed inside a response body"));
-        }
-        rest.extend_from_slice(&chunk[..n]);
-    }
-    rest.truncate(len);
-    Ok(RawResponse { status, headers, body: rest })
-}
-
 /// POST `body` as a chunked stream (no Content-Length) on a raw socket.
 async fn post_chunked(app: &TestApp, path: &str, body: &[u8]) -> RawResponse {
     let head = format!(
@@ -268,7 +220,7 @@ async fn exchange(addr: std::net::SocketAddr, wire: Vec<u8>) -> RawResponse {
         // Keep the write half open until the response is read.
         tokio::time::sleep(Duration::from_secs(3)).await;
     });
-    let response = tokio::time::timeout(Duration::from_secs(5), read_response(&mut reader))
+    let response = tokio::time::timeout(Duration::from_secs(5), read_response(&mut reader, &mut Vec::new()))
         .await
         .expect("a response within 5 s")
         .expect("a response");

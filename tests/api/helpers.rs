@@ -12,6 +12,7 @@ use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
 use sessiond::limits::QuotaSpec;
 use sessiond::{Application, Config};
+use tokio::io::{AsyncRead, AsyncReadExt as _};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -402,4 +403,55 @@ pub fn unique(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
     format!("{prefix}{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A response read off a raw socket.
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Read one HTTP/1.1 response (head plus a `Content-Length` body); `buf` keeps what was read
+/// past it, so an interim `100 Continue` and the final response can be read in turn.
+pub async fn read_response(reader: &mut (impl AsyncRead + Unpin), buf: &mut Vec<u8>) -> std::io::Result<RawResponse> {
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break pos;
+        }
+        let n = reader.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed before a response head"));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let mut rest = buf.split_off(head_end + 4);
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap_or_default().split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+        .collect();
+    let len: usize = headers.iter().find(|(n, _)| n == "content-length").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
+    while rest.len() < len {
+        let n = reader.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed inside a response body"));
+        }
+        rest.extend_from_slice(&chunk[..n]);
+    }
+    *buf = rest.split_off(len);
+    Ok(RawResponse { status, headers, body: rest })
 }

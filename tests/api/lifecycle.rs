@@ -16,57 +16,6 @@ use crate::helpers::*;
 // ---------------------------------------------------------------------------------------------
 // Raw HTTP on a socket, for clients that misbehave on purpose.
 
-/// A response read off a raw socket.
-struct RawResponse {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl RawResponse {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
-
-/// Read one HTTP/1.1 response (head plus a `Content-Length` body); `buf` keeps what was read
-/// past it, so an interim `100 Continue` and the final response can be read in turn.
-async fn read_response(reader: &mut (impl AsyncRead + Unpin), buf: &mut Vec<u8>) -> std::io::Result<RawResponse> {
-    let mut chunk = [0u8; 4096];
-    let head_end = loop {
-        if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break pos;
-        }
-        let n = reader.read(&mut chunk).await?;
-        if n == 0 {
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed before a response head"));
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    let mut rest = buf.split_off(head_end + 4);
-    let mut lines = head.split("\r\n");
-    let status = lines.next().unwrap_or_default().split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
-        .collect();
-    let len: usize = headers.iter().find(|(n, _)| n == "content-length").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
-    while rest.len() < len {
-        let n = reader.read(&mut chunk).await?;
-        if n == 0 {
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed inside a response body"));
-        }
-        rest.extend_from_slice(&chunk[..n]);
-    }
-    *buf = rest.split_off(len);
-    Ok(RawResponse { status, headers, body: rest })
-}
-
 /// Wait until nothing accepts connections on `addr` (the listener is closed).
 async fn wait_listener_closed(addr: SocketAddr, within: Duration) {
     let deadline = Instant::now() + within;

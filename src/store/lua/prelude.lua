@@ -23,6 +23,18 @@ local function drop(prefix, session_key, active_key, sid, user)
   redis.call('HDEL', prefix .. 'user-sessions:' .. user, sid)
 end
 
+-- A live session's fields, or nil and a reply code: 0 missing, 1 expired (and now deleted).
+local function load_live(prefix, session_key, active_key, now)
+  local raw = redis.call('HGETALL', session_key)
+  if #raw == 0 then return nil, 0 end
+  local f = fields_of(raw)
+  if now >= deadline(f) then
+    drop(prefix, session_key, active_key, f.sid, f.user)
+    return nil, 1
+  end
+  return f
+end
+
 -- The reply shape shared by touch/rotate/list: positional session fields.
 local function row(f)
   return { f.sid, f.uid, f.name, f.user, f.c, f.l, f.i, f.e, f.ip or '', f.ua or '' }

@@ -2,13 +2,8 @@
 -- ARGV: prefix, now, idle ms, new token hash
 -- Reply: {0} missing | {1} expired | {2, row, roles}
 local prefix, now = ARGV[1], tonumber(ARGV[2])
-local raw = redis.call('HGETALL', KEYS[1])
-if #raw == 0 then return { 0 } end
-local f = fields_of(raw)
-if now >= deadline(f) then
-  drop(prefix, KEYS[1], KEYS[3], f.sid, f.user)
-  return { 1 }
-end
+local f, gone = load_live(prefix, KEYS[1], KEYS[3], now)
+if not f then return { gone } end
 if redis.call('EXISTS', KEYS[2]) == 1 then
   return redis.error_reply('ERR token collision')
 end

@@ -2,13 +2,8 @@
 -- ARGV: prefix, now, min slide interval ms, idle ms
 -- Reply: {0} missing | {1} expired | {2, row, roles}
 local prefix, now = ARGV[1], tonumber(ARGV[2])
-local raw = redis.call('HGETALL', KEYS[1])
-if #raw == 0 then return { 0 } end
-local f = fields_of(raw)
-if now >= deadline(f) then
-  drop(prefix, KEYS[1], KEYS[2], f.sid, f.user)
-  return { 1 }
-end
+local f, gone = load_live(prefix, KEYS[1], KEYS[2], now)
+if not f then return { gone } end
 if now - tonumber(f.l) >= tonumber(ARGV[3]) then
   slide(KEYS[1], KEYS[2], f, now, tonumber(ARGV[4]))
 end
