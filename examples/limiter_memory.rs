@@ -33,12 +33,20 @@ fn main() {
     let peak = rss_kib();
     println!("keys tracked: {}  (inserted in {fill:.2?})", limiter.len());
     println!("baseline RSS: {:.1} MiB", baseline as f64 / 1024.0);
-    println!("peak RSS:     {:.1} MiB  ({:.0} bytes per key)", peak as f64 / 1024.0, (peak - baseline) as f64 * 1024.0 / f64::from(keys));
+    println!(
+        "peak RSS:     {:.1} MiB  ({:.0} bytes per key)",
+        peak as f64 / 1024.0,
+        (peak - baseline) as f64 * 1024.0 / f64::from(keys)
+    );
     // A burst of 40 at 20/s is whole again after 2 s; wait for that, then prune.
     std::thread::sleep(Duration::from_millis(2_100));
     let started = Instant::now();
     limiter.prune();
     let pruned_in = started.elapsed();
     let settled = rss_kib();
-    println!("after prune:  {:.1} MiB  ({} keys left, prune took {pruned_in:.2?})", settled as f64 / 1024.0, limiter.len());
+    println!(
+        "after prune:  {:.1} MiB  ({} keys left, prune took {pruned_in:.2?})",
+        settled as f64 / 1024.0,
+        limiter.len()
+    );
 }
