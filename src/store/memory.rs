@@ -114,8 +114,9 @@ impl Store for MemoryStore {
 
     async fn insert_user(&self, key: &UserKey, user: &UserRecord) -> Result<bool, StoreError> {
         let mut state = self.state();
-        if state.users.contains_key(key) {
-            return Ok(false);
+        if let Some(existing) = state.users.get(key) {
+            // The same record again is a re-sent insert (see the contract): it succeeded.
+            return Ok(existing.user_id == user.user_id);
         }
         state.users.insert(key.clone(), user.clone());
         Ok(true)
@@ -145,7 +146,10 @@ impl Store for MemoryStore {
         now: Timestamp,
     ) -> Result<Vec<SessionId>, StoreError> {
         let mut state = self.state();
-        if state.sessions.contains_key(hash) {
+        if let Some(existing) = state.sessions.get(hash) {
+            if existing.session_id == session.session_id {
+                return Ok(Vec::new());
+            }
             return Err(StoreError::other("create_session", "token collision"));
         }
         let mut live = state.user_sessions(&session.user_key, now);
@@ -185,6 +189,11 @@ impl Store for MemoryStore {
     ) -> Result<Lookup, StoreError> {
         let mut state = self.state();
         if let Err(gone) = state.live(old, now) {
+            // A re-sent rotation finds the session under its new token: it already ran.
+            if let Some(moved) = state.sessions.get(new).cloned() {
+                let roles = state.roles(&moved.user_key);
+                return Ok(Lookup::Found { session: moved, roles });
+            }
             return Ok(gone.into());
         }
         if state.sessions.contains_key(new) {

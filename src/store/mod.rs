@@ -5,6 +5,10 @@
 //! and no write can recreate a session that a concurrent logout deleted: every write after
 //! creation is conditional on the session still existing.
 //!
+//! Every method is also safe to repeat with the same arguments, because a Redis client may
+//! re-send a command whose connection dropped: an insert, create or rotation that finds its
+//! own earlier result reports the same success.
+//!
 //! Backends: [`redis::RedisStore`] (fred) for production, [`memory::MemoryStore`] as the
 //! embedded default and reference model. Both pass the same contract suite
 //! (`tests/api/store_contract.rs`). [`instrumented::Instrumented`] wraps either, so every store

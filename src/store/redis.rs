@@ -19,13 +19,17 @@
 //! # Failure behaviour
 //!
 //! Commands time out after `SESSIOND_REDIS_TIMEOUT`; a command on a disconnected client fails
-//! at once instead of queueing; commands are never re-sent after a reconnect (a re-sent
-//! create could double-apply). The client reconnects with capped exponential backoff, detects
-//! hung connections, and the process starts even when Redis is down.
+//! at once instead of queueing. The client follows Cluster `MOVED`/`ASK` redirections and may
+//! re-send a command whose connection dropped, so every script is safe to run twice: a
+//! create, rotation or user insert that finds its own earlier result reports success (the
+//! failed-login guard may count one failure twice). The client reconnects with capped
+//! exponential backoff, detects hung connections, and the process starts even when Redis is
+//! down.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
+use fred::clients::ExclusivePool;
 use fred::prelude::*;
 use fred::types::config::{ReconnectError, UnresponsiveConfig};
 use fred::types::Value;
@@ -131,10 +135,11 @@ impl std::fmt::Debug for RedisSettings {
 /// Sessions and users in Redis.
 pub struct RedisStore {
     pool: Pool,
-    /// A connection of its own for writes that must reach replicas before they are
-    /// acknowledged: `WAIT` counts the writes of the connection it is sent on, and blocks
-    /// that connection meanwhile, so it must not be a connection validations share.
-    durable: Option<Client>,
+    /// Connections of their own for writes that must reach replicas before they are
+    /// acknowledged. `WAIT` counts the writes of the connection it is sent on and blocks that
+    /// connection meanwhile, so each revocation takes a connection exclusively (or answers 503
+    /// before sending anything) and validations never share one.
+    durable: Option<ExclusivePool>,
     wait_replicas: u8,
     wait_timeout: Duration,
     timeout: Duration,
@@ -199,7 +204,8 @@ impl RedisStore {
             .with_connection_config(|c| {
                 c.connection_timeout = Duration::from_secs(1);
                 c.internal_command_timeout = Duration::from_secs(1).max(timeout);
-                c.max_command_attempts = 1;
+                // Room to follow a redirection or re-send after a dropped connection.
+                c.max_command_attempts = 3;
                 c.max_command_buffer_len = 10_000;
                 c.unresponsive = UnresponsiveConfig {
                     max_timeout: Some(Duration::from_secs(2)),
@@ -224,9 +230,10 @@ impl RedisStore {
         let durable = if settings.wait_replicas > 0 {
             // WAIT's own timeout comes on top of the command timeout.
             builder.with_performance_config(|p| p.default_command_timeout = timeout + settings.wait_timeout);
-            let client = builder.build()?;
-            drop(client.connect());
-            Some(client)
+            let pool = builder.build_exclusive_pool(settings.pool_size.max(1))?;
+            let connecting = pool.clone();
+            tokio::spawn(async move { drop(connecting.connect_pool().await) });
+            Some(pool)
         } else {
             None
         };
@@ -298,11 +305,14 @@ impl RedisStore {
         args: Vec<String>,
     ) -> Result<Value, StoreError> {
         let Some(durable) = &self.durable else { return self.eval(op, script, keys, args).await };
+        let Ok(durable) = tokio::time::timeout(self.timeout, durable.acquire()).await else {
+            return Err(StoreError::Timeout { op });
+        };
         if !durable.is_connected() {
             return Err(StoreError::Connection { op, detail: "not connected".to_owned() });
         }
         let slot = keys.first().map_or(0, |key| fred::util::redis_keyslot(key.as_bytes()));
-        let reply = self.eval_on(durable, op, script, keys, args).await?;
+        let reply = self.eval_on(&durable, op, script, keys, args).await?;
         let options = Options { cluster_hash: Some(fred::types::ClusterHash::Custom(slot)), ..Options::default() };
         let wait_ms = i64::try_from(self.wait_timeout.as_millis()).unwrap_or(i64::MAX);
         let bound = self.timeout + self.wait_timeout;

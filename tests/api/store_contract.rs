@@ -1,5 +1,5 @@
-//! One contract, every backend: the in-memory store (the reference model) and Redis (real
-//! `redis-server`) must answer every operation identically.
+//! One contract, every backend: the in-memory store (the reference model), Redis (real
+//! `redis-server`) and a 3-master Redis Cluster must answer every operation identically.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -252,6 +252,28 @@ async fn lists_skip_expired_sessions(store: Arc<dyn Store>) {
     assert_eq!(listed, vec![late]);
 }
 
+async fn resent_writes_are_idempotent(store: Arc<dyn Store>) {
+    let carl = key("carl");
+    assert!(store.insert_user(&carl, &user("carl")).await.expect("insert"));
+    assert!(store.insert_user(&carl, &user("carl")).await.expect("the same insert again"), "re-sent insert succeeds");
+    let other = UserRecord { user_id: "someone-else".to_owned(), ..user("carl") };
+    assert!(!store.insert_user(&carl, &other).await.expect("insert"), "a different user is still refused");
+
+    let now = Timestamp::now();
+    let (hash, record) = session("carl", now);
+    assert!(store.create_session(&hash, &record, 0, now).await.expect("create").is_empty());
+    assert!(store.create_session(&hash, &record, 0, now).await.expect("create again").is_empty());
+    assert_eq!(store.list_sessions(&carl, now).await.expect("list").len(), 1);
+    assert_eq!(store.count_active(now).await.expect("count"), 1);
+
+    let (_, new) = session_hash("carl");
+    let (first, _) = found(store.rotate_session(&hash, &new, now, ALWAYS_SLIDE).await.expect("rotate"));
+    let (again, _) = found(store.rotate_session(&hash, &new, now, ALWAYS_SLIDE).await.expect("rotate again"));
+    assert_eq!(first, again, "a re-sent rotation reports the rotated session");
+    assert_eq!(store.touch_session(&hash, now, NO_SLIDE).await.expect("touch"), Lookup::Missing);
+    assert_eq!(store.list_sessions(&carl, now).await.expect("list").len(), 1);
+}
+
 macro_rules! contract {
     ($($case:ident),* $(,)?) => {
         mod memory {
@@ -272,6 +294,16 @@ macro_rules! contract {
                 }
             )*
         }
+        mod cluster {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let cluster = crate::topology::RedisCluster::start(3, 0);
+                    let store = super::redis_cluster_store(&cluster).await;
+                    super::$case(store).await;
+                }
+            )*
+        }
     };
 }
 
@@ -286,6 +318,19 @@ async fn redis_store(server: &RedisServer) -> Arc<dyn Store> {
     Arc::new(store)
 }
 
+/// A store on a 3-master Cluster: every contract case must hold when a user's keys live on
+/// one master and the active-session count is summed over all of them.
+async fn redis_cluster_store(cluster: &crate::topology::RedisCluster) -> Arc<dyn Store> {
+    let store = RedisStore::connect(&RedisSettings {
+        timeout: Duration::from_millis(500),
+        pool_size: 2,
+        ..RedisSettings::new(cluster.url())
+    })
+    .expect("connect");
+    store.wait_connected(Duration::from_secs(5)).await.expect("cluster reachable");
+    Arc::new(store)
+}
+
 contract!(
     users_are_unique_and_roles_change,
     created_sessions_validate_with_roles,
@@ -296,4 +341,5 @@ contract!(
     the_cap_evicts_the_oldest,
     active_count_is_exact_and_excludes_expired,
     lists_skip_expired_sessions,
+    resent_writes_are_idempotent,
 );

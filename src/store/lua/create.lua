@@ -1,11 +1,14 @@
 -- KEYS: session, user-sessions index, shard active zset
 -- ARGV: prefix, now, max per user, token hash, index ttl ms, field/value pairs...
 local prefix, now, max = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  return redis.error_reply('ERR token collision')
-end
 local f = {}
 for n = 6, #ARGV, 2 do f[ARGV[n]] = ARGV[n + 1] end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  -- The client may re-send a script after a dropped connection: finding our own session
+  -- means this create already ran.
+  if redis.call('HGET', KEYS[1], 'sid') == f.sid then return {} end
+  return redis.error_reply('ERR token collision')
+end
 local d = deadline(f)
 if d <= now then
   return redis.error_reply('ERR session already expired')

@@ -3,7 +3,15 @@
 -- Reply: {0} missing | {1} expired | {2, row, roles}
 local prefix, now = ARGV[1], tonumber(ARGV[2])
 local f, gone = load_live(prefix, KEYS[1], KEYS[3], now)
-if not f then return { gone } end
+if not f then
+  -- A re-sent rotation (after a dropped connection) finds the session under its new,
+  -- freshly drawn token: it already ran.
+  local moved = redis.call('HGETALL', KEYS[2])
+  if #moved == 0 then return { gone } end
+  f = fields_of(moved)
+  local roles = redis.call('HGET', prefix .. 'user:' .. f.user, 'roles')
+  return { 2, row(f), roles or '' }
+end
 if redis.call('EXISTS', KEYS[2]) == 1 then
   return redis.error_reply('ERR token collision')
 end
