@@ -13,3 +13,4 @@ mod protection;
 mod sessions;
 mod store_contract;
 mod telemetry;
+mod topology;
