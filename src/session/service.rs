@@ -12,8 +12,10 @@ use crate::store::{GuardEvent, GuardRule, Lookup, SessionRecord, Store, StoreErr
 use crate::telemetry::metrics::Metrics;
 use crate::users::{Password, Passwords, Role, UserKey, Username};
 
-/// Longest `User-Agent` kept with a session, in bytes.
-const MAX_USER_AGENT: usize = 256;
+/// Longest `User-Agent` kept with a session, in bytes. Redis keeps a hash in its compact
+/// encoding only while every value is at most 64 bytes (`hash-max-listpack-value`); one
+/// longer value makes the whole session more than three times larger.
+const MAX_USER_AGENT: usize = 64;
 
 /// Why a session ended (the `reason` label of `sessiond_sessions_revoked_total`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,17 +1,21 @@
 //! Password hashing with argon2id.
 //!
-//! Hashing is deliberately slow (~20 ms at OWASP's minimum), so it runs on tokio's blocking
-//! pool and at most `concurrency` hashes run at once: a login flood then queues on a
-//! semaphore instead of occupying every thread that session validations need. Unknown
+//! Hashing is deliberately slow (~20 ms and 19 MiB at OWASP's minimum), so it runs on a fixed
+//! set of `concurrency` hashing threads, never on the async workers that validate sessions.
+//! A fixed set, rather than tokio's blocking pool, because each hash allocates its 19 MiB on
+//! the thread that runs it: short-lived pool threads each leave such a block in a malloc arena
+//! of their own, and resident memory grows with every new thread. At most `queue` hashes wait
+//! for a thread; past that a login is refused at once (503) instead of queueing until its
+//! client gives up. Unknown
 //! usernames are verified against a dummy hash with the same parameters, so the response time
 //! does not reveal whether an account exists.
 
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
+use std::time::Instant;
 
 use argon2::{Algorithm, Argon2, Params, PasswordHasher as _, PasswordVerifier as _, Version};
-use tokio::sync::Semaphore;
+use tokio::sync::oneshot;
 use tracing::Instrument as _;
 
 use crate::error::Error;
@@ -52,15 +56,38 @@ impl fmt::Debug for Password {
     }
 }
 
-/// The argon2id hasher with its concurrency cap.
+/// The argon2id hasher with its hashing threads.
 pub struct Passwords {
     argon: Argon2<'static>,
-    permits: Arc<Semaphore>,
-    /// Hashes running or waiting for a permit, and the most allowed: past it, shed load.
-    admitted: AtomicUsize,
-    max_admitted: usize,
+    workers: HashWorkers,
     dummy_hash: String,
     metrics: Arc<Metrics>,
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Threads that run argon2, fed through a bounded queue. Dropping the sender (with the
+/// [`Passwords`]) ends them.
+struct HashWorkers {
+    jobs: mpsc::SyncSender<Job>,
+}
+
+impl HashWorkers {
+    fn start(threads: usize, queue: usize) -> std::io::Result<Self> {
+        let (jobs, receiver) = mpsc::sync_channel::<Job>(queue);
+        let receiver = Arc::new(Mutex::new(receiver));
+        for n in 0..threads.max(1) {
+            let receiver = receiver.clone();
+            std::thread::Builder::new().name(format!("sessiond-hash-{n}")).spawn(move || loop {
+                let job = receiver.lock().unwrap_or_else(PoisonError::into_inner).recv();
+                let Ok(job) = job else { return };
+                // A panicking hash answers its caller with an error (its result channel is
+                // dropped) and must not take the thread with it.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+            })?;
+        }
+        Ok(Self { jobs })
+    }
 }
 
 impl fmt::Debug for Passwords {
@@ -89,15 +116,8 @@ impl Passwords {
             .hash_password(b"sessiond dummy password for unknown users")
             .map_err(|e| anyhow::anyhow!("argon2 self-test failed: {e}"))?
             .to_string();
-        let concurrency = concurrency.max(1);
-        Ok(Self {
-            argon,
-            permits: Arc::new(Semaphore::new(concurrency)),
-            admitted: AtomicUsize::new(0),
-            max_admitted: concurrency + queue,
-            dummy_hash,
-            metrics,
-        })
+        let workers = HashWorkers::start(concurrency, queue)?;
+        Ok(Self { argon, workers, dummy_hash, metrics })
     }
 
     /// Hash a new password into a PHC string.
@@ -136,40 +156,24 @@ impl Passwords {
         op: &'static str,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, Error> {
-        let _admission = self.admit()?;
+        let (done, finished) = oneshot::channel();
+        let job: Job = Box::new(move || {
+            let started = Instant::now();
+            let result = work();
+            let _ = done.send((result, started.elapsed()));
+        });
+        match self.workers.jobs.try_send(job) {
+            Ok(()) => {}
+            Err(mpsc::TrySendError::Full(_)) => {
+                self.metrics.rate_limited("hash_pool");
+                return Err(Error::Overloaded);
+            }
+            Err(mpsc::TrySendError::Disconnected(_)) => return Err(Error::Internal("hashing threads stopped".into())),
+        }
         let span = tracing::info_span!("password", otel.name = format!("password.{op}"), password.op = op);
-        async {
-            let _permit = self.permits.acquire().await.map_err(|e| Error::Internal(e.to_string()))?;
-            let (result, elapsed) = tokio::task::spawn_blocking(move || {
-                let started = std::time::Instant::now();
-                let result = work();
-                (result, started.elapsed())
-            })
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))?;
-            self.metrics.password_hash(op, elapsed.as_secs_f64());
-            Ok(result)
-        }
-        .instrument(span)
-        .await
-    }
-
-    /// Take a place among the running and waiting hashes, or refuse at once.
-    fn admit(&self) -> Result<Admission<'_>, Error> {
-        if self.admitted.fetch_add(1, Ordering::AcqRel) >= self.max_admitted {
-            self.admitted.fetch_sub(1, Ordering::AcqRel);
-            self.metrics.rate_limited("hash_pool");
-            return Err(Error::Overloaded);
-        }
-        Ok(Admission(&self.admitted))
-    }
-}
-
-/// A place in the hashing queue, given back on drop (also when the request is cancelled).
-struct Admission<'a>(&'a AtomicUsize);
-
-impl Drop for Admission<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        let (result, elapsed) =
+            finished.instrument(span).await.map_err(|_| Error::Internal("password hashing failed".into()))?;
+        self.metrics.password_hash(op, elapsed.as_secs_f64());
+        Ok(result)
     }
 }
