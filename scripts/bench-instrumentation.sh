@@ -20,7 +20,7 @@ done
 echo "==> building both variants"
 cargo build --release --locked --bin sessiond -q
 cargo build --release --locked --bin sessiond -q --features bench-no-instrumentation --target-dir target/bench-no-instrumentation
-instrumented=target/release/sessiond
+instrumented=${CARGO_TARGET_DIR:-target}/release/sessiond
 bare=target/bench-no-instrumentation/release/sessiond
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -42,7 +42,10 @@ run_variant() { # name binary -> prints "rps p50_ms p99_ms"
     SESSIOND_RATE_LIMIT_IP=0 SESSIOND_RATE_LIMIT_LOGIN_IP=0 SESSIOND_RATE_LIMIT_LOGIN_ACCOUNT=0 \
     SESSIOND_RATE_LIMIT_REGISTER_IP=0 "$bin" 2>/dev/null &
   pid=$!; pids+=($pid)
-  until curl -sf "http://127.0.0.1:$admin/readyz" >/dev/null; do sleep 0.05; done
+  until curl -sf "http://127.0.0.1:$admin/readyz" >/dev/null; do
+    kill -0 "$pid" 2>/dev/null || { echo "sessiond ($bin) exited during start-up" >&2; exit 1; }
+    sleep 0.05
+  done
   local user="bench$RANDOM$RANDOM"
   curl -sf -X POST "http://127.0.0.1:$port/v1/auth/register" -H 'content-type: application/json' \
     -d "{\"username\":\"$user\",\"password\":\"correct horse battery\"}" >/dev/null

@@ -68,17 +68,34 @@ fn parse_traceparent(headers: &HeaderMap) -> Option<(String, bool)> {
     valid.then(|| (trace_id.to_owned(), u8::from_str_radix(flags, 16).is_ok_and(|f| f & 1 == 1)))
 }
 
-fn random_hex(bytes: usize) -> String {
-    let mut buf = [0u8; 16];
-    let buf = &mut buf[..bytes];
-    if getrandom::fill(buf).is_err() {
-        // Ids are for correlation only; a clock-derived fallback is acceptable.
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
-        for (i, b) in buf.iter_mut().enumerate() {
-            *b = (nanos >> (i * 8)) as u8 | 1;
-        }
+/// Correlation ids need to be unique, not secret: a per-thread wyrand generator seeded once
+/// from the OS, instead of a system call per request.
+fn random_u64() -> u64 {
+    use std::cell::Cell;
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new({
+            let mut seed = [0u8; 8];
+            if getrandom::fill(&mut seed).is_err() {
+                let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                seed = (nanos.as_nanos() as u64).to_le_bytes();
+            }
+            u64::from_le_bytes(seed)
+        });
     }
-    buf.iter().map(|b| format!("{b:02x}")).collect()
+    STATE.with(|state| {
+        let next = state.get().wrapping_add(0xa076_1d64_78bd_642f);
+        state.set(next);
+        let mixed = u128::from(next) * u128::from(next ^ 0xe703_7ed1_a0b4_28db);
+        ((mixed >> 64) as u64 ^ mixed as u64) | 1
+    })
+}
+
+fn trace_id_hex() -> String {
+    format!("{:016x}{:016x}", random_u64(), random_u64())
+}
+
+fn span_id_hex() -> String {
+    format!("{:016x}", random_u64())
 }
 
 /// Decrements the in-flight gauge even when the request future is dropped.
@@ -98,7 +115,7 @@ pub async fn observe(State(observe): State<Observe>, request: Request, next: Nex
         request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let span = tracing::info_span!(
         "request",
-        otel.name = format!("{method} {route}"),
+        otel.name = tracing::field::Empty,
         otel.kind = "server",
         http.request.method = %method,
         http.route = %route,
@@ -108,6 +125,7 @@ pub async fn observe(State(observe): State<Observe>, request: Request, next: Nex
         span_id = tracing::field::Empty,
     );
     let ids = if observe.tracing_enabled {
+        span.record("otel.name", format!("{method} {route}"));
         let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&Headers(request.headers())));
         let _ = span.set_parent(parent);
         let context = span.context();
@@ -115,8 +133,8 @@ pub async fn observe(State(observe): State<Observe>, request: Request, next: Nex
         let sc = span_ref.span_context();
         TraceIds { trace_id: sc.trace_id().to_string(), span_id: sc.span_id().to_string(), sampled: sc.is_sampled() }
     } else {
-        let (trace_id, sampled) = parse_traceparent(request.headers()).unwrap_or_else(|| (random_hex(16), false));
-        TraceIds { trace_id, span_id: random_hex(8), sampled }
+        let (trace_id, sampled) = parse_traceparent(request.headers()).unwrap_or_else(|| (trace_id_hex(), false));
+        TraceIds { trace_id, span_id: span_id_hex(), sampled }
     };
     span.record("trace_id", ids.trace_id.as_str());
     span.record("span_id", ids.span_id.as_str());

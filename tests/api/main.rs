@@ -4,12 +4,14 @@ mod helpers;
 
 mod auth;
 mod bad_input;
+mod cluster;
 mod concurrency;
 mod expiry;
 mod lifecycle;
 mod metrics;
 mod outage;
 mod protection;
+mod sentinel;
 mod sessions;
 mod store_contract;
 mod telemetry;

@@ -438,7 +438,6 @@ impl RedisCluster {
 
     /// Ports of the running replicas of the master on `port`.
     pub fn replicas_of(&self, port: u16) -> Vec<u16> {
-        let id = self.node_id(port);
         self.nodes
             .iter()
             .filter(|n| n.is_running() && n.port != port)
@@ -448,7 +447,6 @@ impl RedisCluster {
                     && info_field(&info, "master_port").and_then(|p| p.parse().ok()) == Some(port)
             })
             .map(|n| n.port)
-            .filter(|_| !id.is_empty())
             .collect()
     }
 
@@ -516,30 +514,50 @@ impl RedisCluster {
     /// Every running node says `cluster_state:ok`, all of them agree on who serves which slot,
     /// and every running replica's link to its master is up.
     pub fn is_healthy(&self) -> bool {
-        let running: Vec<&Node> = self.nodes.iter().filter(|n| n.is_running()).collect();
+        self.health().is_ok()
+    }
+
+    /// Like [`is_healthy`](Self::is_healthy), with what is still wrong.
+    fn health(&self) -> Result<(), String> {
         let mut views = Vec::new();
-        for node in &running {
-            let Some(info) = command_ok(node.port, &["CLUSTER", "INFO"]).map(|r| r.text()) else { return false };
-            if info_field(&info, "cluster_state").as_deref() != Some("ok") {
-                return false;
+        for node in self.nodes.iter().filter(|n| n.is_running()) {
+            let port = node.port;
+            let info = command_ok(port, &["CLUSTER", "INFO"]).map(|r| r.text()).ok_or(format!(":{port} silent"))?;
+            let state = info_field(&info, "cluster_state");
+            if state.as_deref() != Some("ok") {
+                return Err(format!(":{port} cluster_state {state:?}"));
             }
-            let Some(view) = Self::slot_ranges_of(node.port) else { return false };
-            views.push(view);
-            let Some(replication) = command_ok(node.port, &["INFO", "replication"]).map(|r| r.text()) else {
-                return false;
-            };
+            let view = Self::slot_ranges_of(port).ok_or(format!(":{port} CLUSTER SLOTS failed"))?;
+            let replication =
+                command_ok(port, &["INFO", "replication"]).map(|r| r.text()).ok_or(format!(":{port} silent"))?;
             if info_field(&replication, "role").as_deref() == Some("slave")
                 && info_field(&replication, "master_link_status").as_deref() != Some("up")
             {
-                return false;
+                return Err(format!(":{port} replica link down"));
             }
+            views.push((port, view));
         }
-        let covered: usize = views.first().map_or(0, |v| v.iter().map(|(s, e, _)| usize::from(e - s) + 1).sum());
-        covered == 16384 && views.windows(2).all(|w| w[0] == w[1])
+        let covered: usize = views.first().map_or(0, |(_, v)| v.iter().map(|(s, e, _)| usize::from(e - s) + 1).sum());
+        if covered != 16384 {
+            return Err(format!("{covered} slots covered"));
+        }
+        if let Some(w) = views.windows(2).find(|w| w[0].1 != w[1].1) {
+            return Err(format!("slot maps differ: :{} {:?} vs :{} {:?}", w[0].0, w[0].1, w[1].0, w[1].1));
+        }
+        Ok(())
     }
 
     pub fn wait_healthy(&self, within: Duration) {
-        wait_until(within, "cluster_state:ok on every node", || self.is_healthy());
+        let deadline = Instant::now() + within;
+        loop {
+            match self.health() {
+                Ok(()) => return,
+                Err(why) if Instant::now() >= deadline => {
+                    panic!("cluster not healthy after {within:?}: {why}")
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(25)),
+            }
+        }
     }
 
     /// Wait until a running node other than `dead` serves `slot` and the cluster is healthy;
@@ -1018,19 +1036,6 @@ async fn load_worker(
         }
     }
     events
-}
-
-/// Validate a token that must be live, retrying a 503 a few times (never a 401).
-pub async fn validate_live_eventually(api: &Api, token: &str) -> u16 {
-    let mut status = api.validate(token).await;
-    for _ in 0..5 {
-        if status != 503 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        status = api.validate(token).await;
-    }
-    status
 }
 
 /// A one-line summary of a tally map.
