@@ -178,12 +178,15 @@ impl Resp {
     }
 }
 
-fn read_resp(reader: &mut impl BufRead) -> std::io::Result<Resp> {
+/// Read one RESP reply.
+pub fn read_resp(reader: &mut impl BufRead) -> std::io::Result<Resp> {
     let mut line = String::new();
-    reader.read_line(&mut line)?;
+    if reader.read_line(&mut line)? == 0 {
+        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed"));
+    }
     let line = line.trim_end_matches("\r\n");
-    let (kind, rest) = line.split_at(1.min(line.len()));
     let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, format!("bad RESP line {line:?}"));
+    let (kind, rest) = line.split_at(1.min(line.len()));
     Ok(match kind {
         "+" => Resp::Simple(rest.to_owned()),
         "-" => Resp::Error(rest.to_owned()),

@@ -6,7 +6,7 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use sessiond::users::Username;
 
-use crate::helpers::{free_port, Resp, TestApp, PASSWORD};
+use crate::helpers::{free_port, read_resp, Resp, TestApp, PASSWORD};
 
 /// How to get the binaries these tests need.
 pub const INSTALL_HINT: &str = "apt-get install -y redis-server redis-tools";
@@ -56,42 +56,7 @@ pub fn command(port: u16, args: &[&str]) -> std::io::Result<Resp> {
         out.extend_from_slice(b"\r\n");
     }
     stream.write_all(&out)?;
-    read_reply(&mut BufReader::new(stream))
-}
-
-fn read_reply(reader: &mut impl BufRead) -> std::io::Result<Resp> {
-    let mut line = String::new();
-    if reader.read_line(&mut line)? == 0 {
-        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed"));
-    }
-    let line = line.trim_end_matches("\r\n");
-    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, format!("bad RESP line {line:?}"));
-    let (kind, rest) = line.split_at(1.min(line.len()));
-    Ok(match kind {
-        "+" => Resp::Simple(rest.to_owned()),
-        "-" => Resp::Error(rest.to_owned()),
-        ":" => Resp::Int(rest.parse().map_err(|_| bad())?),
-        "$" => {
-            let len: i64 = rest.parse().map_err(|_| bad())?;
-            if len < 0 {
-                Resp::Bulk(None)
-            } else {
-                let mut buf = vec![0u8; usize::try_from(len).map_err(|_| bad())? + 2];
-                reader.read_exact(&mut buf)?;
-                buf.truncate(buf.len() - 2);
-                Resp::Bulk(Some(String::from_utf8_lossy(&buf).into_owned()))
-            }
-        }
-        "*" => {
-            let len: i64 = rest.parse().map_err(|_| bad())?;
-            let mut items = Vec::new();
-            for _ in 0..len.max(0) {
-                items.push(read_reply(reader)?);
-            }
-            Resp::Array(items)
-        }
-        _ => return Err(bad()),
-    })
+    read_resp(&mut BufReader::new(stream))
 }
 
 /// One `field:value` line of an `INFO` section.
