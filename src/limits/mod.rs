@@ -52,10 +52,4 @@ impl Limiters {
             limiter.prune();
         }
     }
-
-    /// Limiters disabled (`0`): for load tests driven from one address.
-    #[must_use]
-    pub fn disabled() -> Self {
-        Self::new(QuotaSpec::Off, QuotaSpec::Off, QuotaSpec::Off, QuotaSpec::Off)
-    }
 }

@@ -36,14 +36,6 @@ pub struct TelemetryGuard {
     provider: Option<SdkTracerProvider>,
 }
 
-impl TelemetryGuard {
-    /// Whether spans are exported.
-    #[must_use]
-    pub fn tracing_enabled(&self) -> bool {
-        self.provider.is_some()
-    }
-}
-
 impl Drop for TelemetryGuard {
     fn drop(&mut self) {
         if let Some(provider) = self.provider.take() {
