@@ -18,8 +18,10 @@ use crate::config::Config;
 use crate::http::{self, AppState, CookieSettings, HttpSettings, RateLimitState};
 use crate::limits::{Limiters, TrustedProxies};
 use crate::session::{LoginGuard, LoginProtection, SessionPolicy, SessionService, Timestamp};
+use crate::store::cached::Cached;
 use crate::store::instrumented::Instrumented;
 use crate::store::memory::MemoryStore;
+use crate::store::near_cache::NearCacheSettings;
 use crate::store::redis::{RedisSettings, RedisStore};
 use crate::store::Store;
 use crate::telemetry::http::Observe;
@@ -166,7 +168,12 @@ async fn until_closed(mut closed: watch::Receiver<bool>) {
     let _ = closed.wait_for(|closed| *closed).await;
 }
 
-/// The configured store, instrumented.
+/// How long after a connection last proved (by heartbeat) that invalidations reach this
+/// instance the validation cache may still answer: the bound on how late a revocation made on
+/// another instance can be seen here when a connection is cut or hung.
+const CACHE_STALENESS: Duration = Duration::from_millis(500);
+
+/// The configured store, instrumented (and, on Redis, behind the validation cache).
 ///
 /// # Errors
 /// When the Redis URL cannot be used.
@@ -181,9 +188,21 @@ pub fn build_store(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<Ar
                 pool_size: usize::from(config.redis_pool_size),
                 wait_replicas: config.redis_wait_replicas,
                 wait_timeout: config.redis_wait_timeout,
+                near_cache: (!config.validation_cache_ttl.is_zero() && config.validation_cache_size > 0).then_some(
+                    NearCacheSettings {
+                        max_age: config.validation_cache_ttl,
+                        capacity: config.validation_cache_size,
+                        staleness: CACHE_STALENESS,
+                    },
+                ),
             };
             let redis = RedisStore::connect(&settings).context("SESSIOND_REDIS_URL")?;
-            instrumented(Arc::new(redis), "redis", metrics)
+            let cache = redis.near_cache();
+            let store = instrumented(Arc::new(redis), "redis", metrics);
+            match cache {
+                Some(cache) => Arc::new(Cached::new(store, cache)),
+                None => store,
+            }
         }
         None => {
             tracing::warn!(

@@ -66,6 +66,16 @@ pub struct Config {
     #[arg(long, env = "SESSIOND_REDIS_POOL_SIZE", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub redis_pool_size: u16,
 
+    /// How long a validated session may be answered from this instance's memory after it was
+    /// read from Redis. Redis client tracking evicts it as soon as it changes anywhere, so this
+    /// is only a backstop; `0` turns the cache off (every validation reads Redis).
+    #[arg(long, env = "SESSIOND_VALIDATION_CACHE_TTL", default_value = "10s", value_parser = parse_duration)]
+    pub validation_cache_ttl: Duration,
+
+    /// Most sessions held in the validation cache (each costs well under 1 KiB).
+    #[arg(long, env = "SESSIOND_VALIDATION_CACHE_SIZE", default_value_t = 10_000)]
+    pub validation_cache_size: usize,
+
     /// Idle timeout: a session unused for this long expires (slides on use).
     #[arg(long, env = "SESSIOND_IDLE_TIMEOUT", default_value = "30m", value_parser = parse_duration)]
     pub idle_timeout: Duration,

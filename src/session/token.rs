@@ -105,6 +105,13 @@ impl TokenHash {
         }
     }
 
+    /// A byte of the digest that, unlike its leading bits (the shard), is uniform even among
+    /// one user's tokens: spreads digests over lock stripes.
+    #[must_use]
+    pub fn spread_byte(&self) -> u8 {
+        self.0[31]
+    }
+
     /// The shard this digest falls in.
     #[must_use]
     pub fn shard(&self) -> Shard {

@@ -14,8 +14,10 @@
 //! (`tests/api/store_contract.rs`). [`instrumented::Instrumented`] wraps either, so every store
 //! call goes through one place where it is timed and traced.
 
+pub mod cached;
 pub mod instrumented;
 pub mod memory;
+pub mod near_cache;
 pub mod redis;
 
 use async_trait::async_trait;

@@ -1,11 +1,14 @@
 //! One contract, every backend: the in-memory store (the reference model), Redis (real
-//! `redis-server`) and a 3-master Redis Cluster must answer every operation identically.
+//! `redis-server`), Redis behind the validation cache, and a 3-master Redis Cluster must
+//! answer every operation identically.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use sessiond::session::{SessionId, SessionToken, Slide, Timestamp, TokenHash};
+use sessiond::store::cached::Cached;
 use sessiond::store::memory::MemoryStore;
+use sessiond::store::near_cache::NearCacheSettings;
 use sessiond::store::redis::{RedisSettings, RedisStore};
 use sessiond::store::{Lookup, SessionRecord, Store, UserRecord};
 use sessiond::users::{UserKey, Username};
@@ -294,6 +297,16 @@ macro_rules! contract {
                 }
             )*
         }
+        mod redis_cached {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let server = super::RedisServer::start();
+                    let store = super::redis_cached_store(&server).await;
+                    super::$case(store).await;
+                }
+            )*
+        }
         mod cluster {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -316,6 +329,30 @@ async fn redis_store(server: &RedisServer) -> Arc<dyn Store> {
     .expect("connect");
     store.wait_connected(Duration::from_secs(5)).await.expect("redis reachable");
     Arc::new(store)
+}
+
+/// Redis behind the validation cache, once the cache serves (tracking on, links proven): the
+/// cache must never answer differently from Redis.
+async fn redis_cached_store(server: &RedisServer) -> Arc<dyn Store> {
+    let store = RedisStore::connect(&RedisSettings {
+        timeout: Duration::from_millis(500),
+        pool_size: 2,
+        near_cache: Some(NearCacheSettings {
+            max_age: Duration::from_secs(10),
+            capacity: 1_000,
+            staleness: Duration::from_millis(500),
+        }),
+        ..RedisSettings::new(server.url())
+    })
+    .expect("connect");
+    store.wait_connected(Duration::from_secs(5)).await.expect("redis reachable");
+    let cache = store.near_cache().expect("the cache is on");
+    let started = std::time::Instant::now();
+    while !cache.coherent() {
+        assert!(started.elapsed() < Duration::from_secs(3), "client tracking never came up");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Arc::new(Cached::new(Arc::new(store), cache))
 }
 
 /// A store on a 3-master Cluster: every contract case must hold when a user's keys live on

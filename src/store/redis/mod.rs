@@ -26,6 +26,7 @@
 //! exponential backoff, detects hung connections, and the process starts even when Redis is
 //! down.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -34,8 +35,11 @@ use fred::prelude::*;
 use fred::types::config::{ReconnectError, UnresponsiveConfig};
 use fred::types::Value;
 
+use super::near_cache::{NearCache, NearCacheSettings};
 use super::{GuardEvent, GuardRule, Lookup, SessionRecord, Slide, Store, StoreError, UserRecord};
 use crate::session::{SessionId, Shard, Timestamp, TokenHash};
+
+mod tracking;
 use crate::users::UserKey;
 
 const PRELUDE: &str = include_str!("lua/prelude.lua");
@@ -103,6 +107,9 @@ pub struct RedisSettings {
     pub wait_replicas: u8,
     /// How long they wait for that acknowledgement.
     pub wait_timeout: Duration,
+    /// Keep recently validated sessions in process, coherent through Redis client tracking
+    /// (`None`: every validation reads Redis).
+    pub near_cache: Option<NearCacheSettings>,
 }
 
 impl RedisSettings {
@@ -117,6 +124,7 @@ impl RedisSettings {
             pool_size: 4,
             wait_replicas: 0,
             wait_timeout: Duration::from_millis(100),
+            near_cache: None,
         }
     }
 }
@@ -144,6 +152,8 @@ pub struct RedisStore {
     wait_timeout: Duration,
     timeout: Duration,
     scripts: Scripts,
+    /// The validation cache these connections keep coherent, and the tasks that do it.
+    near_cache: Option<(Arc<NearCache>, tracking::Tracking)>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -189,6 +199,10 @@ impl RedisStore {
     /// When the URL cannot be parsed.
     pub fn connect(settings: &RedisSettings) -> anyhow::Result<Self> {
         let mut config = Config::from_url(&settings.url)?;
+        if settings.near_cache.is_some() {
+            // Invalidation pushes share the connection with replies only in RESP3.
+            config.version = fred::types::RespVersion::RESP3;
+        }
         // Apply the reconnect policy to the first connection too, so a missing Redis at start
         // is an outage to recover from, not a crash.
         config.fail_fast = false;
@@ -226,6 +240,11 @@ impl RedisStore {
             .with_performance_config(|p| p.default_command_timeout = timeout)
             .set_policy(ReconnectPolicy::new_exponential(0, 50, 1000, 2));
         let pool = builder.build_pool(settings.pool_size.max(1))?;
+        let near_cache = settings.near_cache.map(|cache_settings| {
+            let cache = Arc::new(NearCache::new(cache_settings, pool.size()));
+            let tracking = tracking::Tracking::start(&pool, &cache, timeout);
+            (cache, tracking)
+        });
         drop(pool.connect_pool());
         let durable = if settings.wait_replicas > 0 {
             // WAIT's own timeout comes on top of the command timeout.
@@ -244,7 +263,15 @@ impl RedisStore {
             wait_timeout: settings.wait_timeout,
             timeout,
             scripts: Scripts::new(),
+            near_cache,
         })
+    }
+
+    /// The validation cache, when enabled: put [`Cached`](crate::store::cached::Cached) in
+    /// front of this store with it.
+    #[must_use]
+    pub fn near_cache(&self) -> Option<Arc<NearCache>> {
+        self.near_cache.as_ref().map(|(cache, _)| Arc::clone(cache))
     }
 
     /// Wait until at least one connection is up (for tools and tests), bounded by `within`.
@@ -492,8 +519,9 @@ impl Store for RedisStore {
     }
 
     async fn set_role(&self, key: &UserKey, role: &str, granted: bool) -> Result<bool, StoreError> {
-        let args = vec![role.to_owned(), if granted { "1" } else { "0" }.to_owned()];
-        let reply = self.eval("set_role", &self.scripts.set_role, vec![keys::user(key)], args).await?;
+        let args = vec![role.to_owned(), if granted { "1" } else { "0" }.to_owned(), keys::prefix(key.shard())];
+        let keys = vec![keys::user(key), keys::user_sessions(key)];
+        let reply = self.eval("set_role", &self.scripts.set_role, keys, args).await?;
         Ok(reply.as_i64() == Some(1))
     }
 
