@@ -200,7 +200,7 @@ pub fn build_store(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<Ar
             let cache = redis.near_cache();
             let store = instrumented(Arc::new(redis), "redis", metrics);
             match cache {
-                Some(cache) => Arc::new(Cached::new(store, cache)),
+                Some(cache) => Arc::new(Cached::new(store, cache).with_metrics(metrics.clone())),
                 None => store,
             }
         }

@@ -20,9 +20,8 @@ fn free_port() -> u16 {
 
 /// The tool's path, or a failure that says how to install it.
 fn require_tool(tool: &str, install: &str) -> PathBuf {
-    let found = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path).map(|dir| dir.join(tool)).find(|candidate| candidate.is_file())
-    });
+    let found = std::env::var_os("PATH")
+        .and_then(|path| std::env::split_paths(&path).map(|dir| dir.join(tool)).find(|candidate| candidate.is_file()));
     found.unwrap_or_else(|| panic!("`{tool}` is not on PATH; the k6 smoke test needs it. Install it with: {install}"))
 }
 

@@ -208,6 +208,9 @@ impl SessionService {
                 return Err(Error::RateLimited(decision));
             }
         }
+        // A place in the hashing pool before any Redis work: when the pool is full, a flood of
+        // logins is refused from memory and costs validations nothing.
+        let slot = self.passwords.reserve()?;
         let key = Username::parse(username).ok().map(|name| name.key());
         let guard = self.protection.guard.zip(key.clone());
         if let Some((guard, key)) = &guard {
@@ -222,7 +225,7 @@ impl SessionService {
             None => None,
         };
         // Always verify (against a dummy hash for unknown users) so timing does not tell.
-        let verified = self.passwords.verify(&password, user.as_ref().map(|u| u.password_hash.as_str())).await?;
+        let verified = self.passwords.verify(slot, &password, user.as_ref().map(|u| u.password_hash.as_str())).await?;
         let (Some(user), Some(key), true) = (user, key, verified) else {
             // Unknown accounts are counted too: a guard only for real ones would reveal which exist.
             if let Some((guard, key)) = &guard {

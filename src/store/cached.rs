@@ -13,19 +13,27 @@ use async_trait::async_trait;
 use super::near_cache::NearCache;
 use super::{GuardEvent, GuardRule, Lookup, SessionRecord, Slide, Store, StoreError, UserRecord};
 use crate::session::{SessionId, Timestamp, TokenHash};
+use crate::telemetry::metrics::Metrics;
 use crate::users::UserKey;
 
 /// A store whose validations may be answered by a coherent near cache.
 pub struct Cached {
     inner: Arc<dyn Store>,
     cache: Arc<NearCache>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Cached {
     /// Put `cache` in front of `inner`. The cache must be fed by `inner`'s invalidations.
     #[must_use]
     pub fn new(inner: Arc<dyn Store>, cache: Arc<NearCache>) -> Self {
-        Self { inner, cache }
+        Self { inner, cache, metrics: None }
+    }
+
+    /// Count hits and misses in `sessiond_validation_cache_lookups_total`.
+    #[must_use]
+    pub fn with_metrics(self, metrics: Arc<Metrics>) -> Self {
+        Self { metrics: Some(metrics), ..self }
     }
 }
 
@@ -59,7 +67,11 @@ impl Store for Cached {
         Ok(evicted)
     }
     async fn touch_session(&self, hash: &TokenHash, now: Timestamp, slide: Slide) -> Result<Lookup, StoreError> {
-        if let Some(hit) = self.cache.get(hash, now, slide) {
+        let hit = self.cache.get(hash, now, slide);
+        if let Some(metrics) = &self.metrics {
+            metrics.validation_cache(hit.is_some());
+        }
+        if let Some(hit) = hit {
             return Ok(hit);
         }
         let ticket = self.cache.begin(hash);

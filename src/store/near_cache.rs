@@ -94,8 +94,6 @@ pub struct NearCache {
     /// invalidations flow; 0 while tracking is not established.
     links: Box<[AtomicU64]>,
     origin: Instant,
-    hits: AtomicU64,
-    misses: AtomicU64,
 }
 
 impl std::fmt::Debug for NearCache {
@@ -122,8 +120,6 @@ impl NearCache {
             next_ticket: AtomicU64::new(1),
             links: (0..links.max(1)).map(|_| AtomicU64::new(0)).collect(),
             origin: Instant::now(),
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
         }
     }
 
@@ -178,23 +174,14 @@ impl NearCache {
             let stripe = self.stripe(hash);
             match stripe.get(hash) {
                 Some(Slot::Ready(entry)) => Arc::clone(entry),
-                _ => {
-                    self.misses.fetch_add(1, Ordering::Relaxed);
-                    return None;
-                }
+                _ => return None,
             }
         };
         let usable = entry.fetched.elapsed() < self.settings.max_age
             && now < entry.session.deadline()
             && now.millis() - entry.session.last_seen_at.millis() < slide.min_interval_ms
             && self.coherent();
-        if usable {
-            self.hits.fetch_add(1, Ordering::Relaxed);
-            Some(Lookup::Found { session: entry.session.clone(), roles: entry.roles.clone() })
-        } else {
-            self.misses.fetch_add(1, Ordering::Relaxed);
-            None
-        }
+        usable.then(|| Lookup::Found { session: entry.session.clone(), roles: entry.roles.clone() })
     }
 
     /// Before reading `hash` from Redis: park a pending slot. `None` when the answer could not
@@ -327,12 +314,6 @@ impl NearCache {
         } else if let Some(user) = rest.strip_prefix("user:").and_then(UserKey::from_stored) {
             self.evict_user(&user);
         }
-    }
-
-    /// Lookups answered from the cache and lookups that went to Redis, since start.
-    #[must_use]
-    pub fn counts(&self) -> (u64, u64) {
-        (self.hits.load(Ordering::Relaxed), self.misses.load(Ordering::Relaxed))
     }
 
     /// Entries held (pending reads included).

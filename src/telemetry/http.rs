@@ -39,21 +39,43 @@ impl Extractor for Headers<'_> {
     }
 }
 
-/// W3C trace context of this request: `(trace_id, span_id, sampled)` as hex.
-struct TraceIds {
-    trace_id: String,
-    span_id: String,
-    sampled: bool,
-}
+/// The W3C `traceparent` of this request's server span, `00-<trace id>-<span id>-<flags>`,
+/// built once in a fixed buffer: the header value, and the ids that the span and every log
+/// line carry, are slices of it (no per-request formatting).
+struct TraceIds([u8; 55]);
 
 impl TraceIds {
-    fn traceparent(&self) -> String {
-        format!("00-{}-{}-{}", self.trace_id, self.span_id, if self.sampled { "01" } else { "00" })
+    fn new(trace_id: [u8; 16], span_id: [u8; 8], sampled: bool) -> Self {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        for (n, byte) in trace_id.iter().chain(span_id.iter()).enumerate() {
+            // Trace id digits start at 3; the span id's, after the second dash, at 36.
+            let at = if n < 16 { 3 + 2 * n } else { 36 + 2 * (n - 16) };
+            out[at] = HEX[usize::from(byte >> 4)];
+            out[at + 1] = HEX[usize::from(byte & 0xf)];
+        }
+        if sampled {
+            out[54] = b'1';
+        }
+        Self(out)
+    }
+
+    fn traceparent(&self) -> &str {
+        // Only ASCII hex digits and dashes are ever written.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    fn trace_id(&self) -> &str {
+        &self.traceparent()[3..35]
+    }
+
+    fn span_id(&self) -> &str {
+        &self.traceparent()[36..52]
     }
 }
 
 /// Parse `traceparent` (version 00): `(trace_id, sampled)` when valid.
-fn parse_traceparent(headers: &HeaderMap) -> Option<(String, bool)> {
+fn parse_traceparent(headers: &HeaderMap) -> Option<([u8; 16], bool)> {
     let value = headers.get("traceparent")?.to_str().ok()?;
     let mut parts = value.trim().split('-');
     let (version, trace_id, parent_id, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
@@ -65,7 +87,11 @@ fn parse_traceparent(headers: &HeaderMap) -> Option<(String, bool)> {
         && hex(flags, 2)
         && trace_id.bytes().any(|b| b != b'0')
         && parent_id.bytes().any(|b| b != b'0');
-    valid.then(|| (trace_id.to_owned(), u8::from_str_radix(flags, 16).is_ok_and(|f| f & 1 == 1)))
+    if !valid {
+        return None;
+    }
+    let id = u128::from_str_radix(trace_id, 16).ok()?;
+    Some((id.to_be_bytes(), u8::from_str_radix(flags, 16).is_ok_and(|f| f & 1 == 1)))
 }
 
 /// Correlation ids need to be unique, not secret: a per-thread wyrand generator seeded once
@@ -90,14 +116,6 @@ fn random_u64() -> u64 {
     })
 }
 
-fn trace_id_hex() -> String {
-    format!("{:016x}{:016x}", random_u64(), random_u64())
-}
-
-fn span_id_hex() -> String {
-    format!("{:016x}", random_u64())
-}
-
 /// Decrements the in-flight gauge even when the request future is dropped.
 struct InFlight<'a>(&'a Metrics);
 
@@ -110,15 +128,15 @@ impl Drop for InFlight<'_> {
 /// The middleware.
 pub async fn observe(State(observe): State<Observe>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().as_str().to_owned();
-    let route =
-        request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().clone();
+    let matched = request.extensions().get::<MatchedPath>().cloned();
+    let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
     let span = tracing::info_span!(
         "request",
         otel.name = tracing::field::Empty,
         otel.kind = "server",
-        http.request.method = %method,
-        http.route = %route,
+        http.request.method = method.as_str(),
+        http.route = route,
         http.response.status_code = tracing::field::Empty,
         otel.status_code = tracing::field::Empty,
         trace_id = tracing::field::Empty,
@@ -131,13 +149,16 @@ pub async fn observe(State(observe): State<Observe>, request: Request, next: Nex
         let context = span.context();
         let span_ref = context.span();
         let sc = span_ref.span_context();
-        TraceIds { trace_id: sc.trace_id().to_string(), span_id: sc.span_id().to_string(), sampled: sc.is_sampled() }
+        TraceIds::new(sc.trace_id().to_bytes(), sc.span_id().to_bytes(), sc.is_sampled())
     } else {
-        let (trace_id, sampled) = parse_traceparent(request.headers()).unwrap_or_else(|| (trace_id_hex(), false));
-        TraceIds { trace_id, span_id: span_id_hex(), sampled }
+        let (trace_id, sampled) = parse_traceparent(request.headers())
+            .unwrap_or_else(|| ((u128::from(random_u64()) << 64 | u128::from(random_u64())).to_be_bytes(), false));
+        TraceIds::new(trace_id, random_u64().to_be_bytes(), sampled)
     };
-    span.record("trace_id", ids.trace_id.as_str());
-    span.record("span_id", ids.span_id.as_str());
+    if !span.is_disabled() {
+        span.record("trace_id", ids.trace_id());
+        span.record("span_id", ids.span_id());
+    }
 
     observe.metrics.in_flight().increment(1.0);
     let in_flight = InFlight(&observe.metrics);
@@ -156,8 +177,8 @@ pub async fn observe(State(observe): State<Observe>, request: Request, next: Nex
             tracing::debug!(status = status.as_u16(), elapsed_ms = millis, "request served");
         }
     });
-    observe.metrics.http_request(&method, &route, status.as_u16(), elapsed.as_secs_f64());
-    if let Ok(value) = HeaderValue::from_str(&ids.traceparent()) {
+    observe.metrics.http_request(&method, route, status.as_u16(), elapsed.as_secs_f64());
+    if let Ok(value) = HeaderValue::from_str(ids.traceparent()) {
         response.headers_mut().insert("traceparent", value);
     }
     response
@@ -172,7 +193,12 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers
             .insert("traceparent", HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
-        assert_eq!(parse_traceparent(&headers), Some(("4bf92f3577b34da6a3ce929d0e0e4736".to_owned(), true)));
+        let (id, sampled) = parse_traceparent(&headers).expect("valid");
+        assert!(sampled);
+        let ids = TraceIds::new(id, [0, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7], true);
+        assert_eq!(ids.traceparent(), "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+        assert_eq!(ids.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(ids.span_id(), "00f067aa0ba902b7");
         for bad in [
             "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
             "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",

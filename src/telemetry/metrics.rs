@@ -6,8 +6,11 @@
 //! hot-path updates go straight to a handle. Labels are closed sets (outcome, reason, store
 //! operation, route *template*): no id, address, username or raw path ever becomes a label.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::hash::{BuildHasher as _, RandomState};
+use std::sync::{Arc, PoisonError, RwLock};
 
+use axum::http::Method;
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Level, Metadata, Recorder, SharedString, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
@@ -28,6 +31,7 @@ pub mod names {
     pub const PASSWORD_HASH_DURATION_SECONDS: &str = "sessiond_password_hash_duration_seconds";
     pub const RATE_LIMITED_TOTAL: &str = "sessiond_rate_limited_total";
     pub const BUILD_INFO: &str = "sessiond_build_info";
+    pub const VALIDATION_CACHE_LOOKUPS_TOTAL: &str = "sessiond_validation_cache_lookups_total";
 }
 
 use names::*;
@@ -49,6 +53,14 @@ pub const VALIDATION_OUTCOMES: [&str; 4] = ["valid", "invalid", "expired", "unav
 /// Why sessions end.
 pub const REVOKE_REASONS: [&str; 5] = ["logout", "logout_all", "admin", "rotation", "limit"];
 
+/// The handles of one HTTP series (method × route template), and its counters by status.
+struct HttpSeries {
+    method: Method,
+    route: String,
+    duration: Histogram,
+    by_status: RwLock<Vec<(u16, Counter)>>,
+}
+
 /// The instance's metrics.
 pub struct Metrics {
     recorder: PrometheusRecorder,
@@ -58,6 +70,16 @@ pub struct Metrics {
     sessions_active: Gauge,
     redis_up: Gauge,
     sessions_created: Counter,
+    /// One counter per outcome, in [`VALIDATION_OUTCOMES`] order: validations are most of
+    /// the traffic, so their handles are resolved once, not per event.
+    validations: [Counter; 4],
+    /// `hit`, `miss`.
+    cache_lookups: [Counter; 2],
+    /// HTTP series by a hash of (method, route), resolved once per series: a request then
+    /// costs a read lock and two atomic updates instead of building and looking up label
+    /// sets. Methods and route templates are closed sets (unknown paths are `unmatched`).
+    http: RwLock<HashMap<u64, Vec<Arc<HttpSeries>>>>,
+    http_hasher: RandomState,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -101,6 +123,20 @@ impl Metrics {
             sessions_active: gauge(SESSIONS_ACTIVE),
             redis_up: gauge(REDIS_UP),
             sessions_created: recorder.register_counter(&Key::from_static_name(SESSIONS_CREATED_TOTAL), &METADATA),
+            validations: VALIDATION_OUTCOMES.map(|outcome| {
+                recorder.register_counter(
+                    &Key::from_parts(SESSION_VALIDATIONS_TOTAL, vec![label("outcome", outcome)]),
+                    &METADATA,
+                )
+            }),
+            cache_lookups: ["hit", "miss"].map(|result| {
+                recorder.register_counter(
+                    &Key::from_parts(VALIDATION_CACHE_LOOKUPS_TOTAL, vec![label("result", result)]),
+                    &METADATA,
+                )
+            }),
+            http: RwLock::new(HashMap::new()),
+            http_hasher: RandomState::new(),
             recorder,
             handle,
             process,
@@ -110,9 +146,6 @@ impl Metrics {
         }
         for outcome in REGISTRATION_OUTCOMES {
             metrics.counter(REGISTRATIONS_TOTAL, vec![label("outcome", outcome)]).increment(0);
-        }
-        for outcome in VALIDATION_OUTCOMES {
-            metrics.counter(SESSION_VALIDATIONS_TOTAL, vec![label("outcome", outcome)]).increment(0);
         }
         for reason in REVOKE_REASONS {
             metrics.counter(SESSIONS_REVOKED_TOTAL, vec![label("reason", reason)]).increment(0);
@@ -149,16 +182,53 @@ impl Metrics {
     }
 
     /// One finished HTTP request. `route` is the matched route template, never a raw path.
-    pub fn http_request(&self, method: &str, route: &str, status: u16, seconds: f64) {
-        let method = SharedString::from(method.to_owned());
-        let route = SharedString::from(route.to_owned());
-        self.counter(
-            HTTP_REQUESTS_TOTAL,
-            vec![label("method", method.clone()), label("route", route.clone()), label("status", status.to_string())],
-        )
-        .increment(1);
-        self.histogram(HTTP_REQUEST_DURATION_SECONDS, vec![label("method", method), label("route", route)])
-            .record(seconds);
+    pub fn http_request(&self, method: &Method, route: &str, status: u16, seconds: f64) {
+        let series = self.http_series(method, route);
+        series.duration.record(seconds);
+        let counted = {
+            let by_status = series.by_status.read().unwrap_or_else(PoisonError::into_inner);
+            by_status.iter().find(|(s, _)| *s == status).map(|(_, counter)| counter.increment(1)).is_some()
+        };
+        if !counted {
+            let mut by_status = series.by_status.write().unwrap_or_else(PoisonError::into_inner);
+            match by_status.iter().find(|(s, _)| *s == status) {
+                Some((_, counter)) => counter.increment(1),
+                None => {
+                    let labels = vec![
+                        label("method", method.as_str().to_owned()),
+                        label("route", route.to_owned()),
+                        label("status", status.to_string()),
+                    ];
+                    let counter = self.counter(HTTP_REQUESTS_TOTAL, labels);
+                    counter.increment(1);
+                    by_status.push((status, counter));
+                }
+            }
+        }
+    }
+
+    fn http_series(&self, method: &Method, route: &str) -> Arc<HttpSeries> {
+        let hash = self.http_hasher.hash_one((method.as_str(), route));
+        let matches = |series: &&Arc<HttpSeries>| series.method == method && series.route == route;
+        if let Some(series) = self.http.read().unwrap_or_else(PoisonError::into_inner).get(&hash) {
+            if let Some(series) = series.iter().find(matches) {
+                return Arc::clone(series);
+            }
+        }
+        let mut http = self.http.write().unwrap_or_else(PoisonError::into_inner);
+        let bucket = http.entry(hash).or_default();
+        if let Some(series) = bucket.iter().find(matches) {
+            return Arc::clone(series);
+        }
+        let labels = vec![label("method", method.as_str().to_owned()), label("route", route.to_owned())];
+        let series = Arc::new(HttpSeries {
+            method: method.clone(),
+            route: route.to_owned(),
+            duration: self.histogram(HTTP_REQUEST_DURATION_SECONDS, labels),
+            by_status: RwLock::new(Vec::new()),
+        });
+        bucket.push(Arc::clone(&series));
+        series
     }
 
     /// Requests being served right now.
@@ -178,7 +248,15 @@ impl Metrics {
 
     /// A validation ended with `outcome` (one of [`VALIDATION_OUTCOMES`]).
     pub fn validation(&self, outcome: &'static str) {
-        self.counter(SESSION_VALIDATIONS_TOTAL, vec![label("outcome", outcome)]).increment(1);
+        match VALIDATION_OUTCOMES.iter().position(|known| *known == outcome) {
+            Some(n) => self.validations[n].increment(1),
+            None => self.counter(SESSION_VALIDATIONS_TOTAL, vec![label("outcome", outcome)]).increment(1),
+        }
+    }
+
+    /// A validation was answered from the in-process cache (`hit`) or had to ask the store.
+    pub fn validation_cache(&self, hit: bool) {
+        self.cache_lookups[usize::from(!hit)].increment(1);
     }
 
     /// A session was created.
@@ -224,7 +302,7 @@ impl Metrics {
 }
 
 fn describe(recorder: &PrometheusRecorder) {
-    let counters: [(&str, &str); 8] = [
+    let counters: [(&str, &str); 9] = [
         (HTTP_REQUESTS_TOTAL, "HTTP requests served, by method, route template and status."),
         (LOGINS_TOTAL, "Login attempts by outcome."),
         (REGISTRATIONS_TOTAL, "Registration attempts by outcome."),
@@ -233,6 +311,10 @@ fn describe(recorder: &PrometheusRecorder) {
         (SESSION_VALIDATIONS_TOTAL, "Session validations by outcome."),
         (REDIS_ERRORS_TOTAL, "Failed store calls on Redis, by operation and error kind."),
         (RATE_LIMITED_TOTAL, "Requests refused by a rate limiter, by limiter."),
+        (
+            VALIDATION_CACHE_LOOKUPS_TOTAL,
+            "Validations looked up in the in-process cache: hit (answered without Redis) or miss.",
+        ),
     ];
     for (name, help) in counters {
         recorder.describe_counter(KeyName::from_const_str(name), None, SharedString::const_str(help));

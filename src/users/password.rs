@@ -6,11 +6,13 @@
 //! the thread that runs it: short-lived pool threads each leave such a block in a malloc arena
 //! of their own, and resident memory grows with every new thread. At most `queue` hashes wait
 //! for a thread; past that a login is refused at once (503) instead of queueing until its
-//! client gives up. Unknown
+//! client gives up. The hashing threads run under `SCHED_IDLE`, so a login flood takes only
+//! the CPU that validations leave over. Unknown
 //! usernames are verified against a dummy hash with the same parameters, so the response time
 //! does not reveal whether an account exists.
 
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::time::Instant;
 
@@ -62,6 +64,21 @@ pub struct Passwords {
     workers: HashWorkers,
     dummy_hash: String,
     metrics: Arc<Metrics>,
+    /// Hashes running or waiting, against `capacity` (threads + queue): reserved up front, so
+    /// that a login the pool cannot take is refused before it costs any Redis work.
+    reserved: Arc<AtomicUsize>,
+    capacity: usize,
+}
+
+/// A reserved place in the hashing pool, taken by [`Passwords::reserve`] before any other
+/// work on a login or registration; freed when the hash has run (or the request ended first).
+#[must_use = "a reservation is only useful for a hash"]
+pub struct HashSlot(Arc<AtomicUsize>);
+
+impl Drop for HashSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 type Job = Box<dyn FnOnce() + Send>;
@@ -72,18 +89,40 @@ struct HashWorkers {
     jobs: mpsc::SyncSender<Job>,
 }
 
+/// Run the calling (hashing) thread under `SCHED_IDLE`: it gets only CPU time that no
+/// ordinary thread wants, and a waking async worker (validations, every other request)
+/// preempts it at once instead of waiting out its time slice. With idle CPU, hashing still
+/// runs at full speed.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        use thread_priority::{NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy};
+        let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+        if let Err(error) = thread_priority::set_thread_priority_and_policy(
+            thread_priority::thread_native_id(),
+            ThreadPriority::Min,
+            idle,
+        ) {
+            tracing::warn!(?error, "could not lower the hashing threads' priority; logins compete with validations");
+        }
+    }
+}
+
 impl HashWorkers {
     fn start(threads: usize, queue: usize) -> std::io::Result<Self> {
         let (jobs, receiver) = mpsc::sync_channel::<Job>(queue);
         let receiver = Arc::new(Mutex::new(receiver));
         for n in 0..threads.max(1) {
             let receiver = receiver.clone();
-            std::thread::Builder::new().name(format!("sessiond-hash-{n}")).spawn(move || loop {
-                let job = receiver.lock().unwrap_or_else(PoisonError::into_inner).recv();
-                let Ok(job) = job else { return };
-                // A panicking hash answers its caller with an error (its result channel is
-                // dropped) and must not take the thread with it.
-                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+            std::thread::Builder::new().name(format!("sessiond-hash-{n}")).spawn(move || {
+                lower_priority();
+                loop {
+                    let job = receiver.lock().unwrap_or_else(PoisonError::into_inner).recv();
+                    let Ok(job) = job else { return };
+                    // A panicking hash answers its caller with an error (its result channel is
+                    // dropped) and must not take the thread with it.
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                }
             })?;
         }
         Ok(Self { jobs })
@@ -116,19 +155,34 @@ impl Passwords {
             .hash_password(b"sessiond dummy password for unknown users")
             .map_err(|e| anyhow::anyhow!("argon2 self-test failed: {e}"))?
             .to_string();
-        let workers = HashWorkers::start(concurrency, queue)?;
-        Ok(Self { argon, workers, dummy_hash, metrics })
+        let capacity = concurrency.max(1) + queue;
+        // The channel holds every reserved job, so a send with a reservation never fails.
+        let workers = HashWorkers::start(concurrency, capacity)?;
+        Ok(Self { argon, workers, dummy_hash, metrics, reserved: Arc::new(AtomicUsize::new(0)), capacity })
+    }
+
+    /// Reserve a place in the hashing pool.
+    ///
+    /// # Errors
+    /// [`Error::Overloaded`] at once when every thread is busy and the queue is full.
+    pub fn reserve(&self) -> Result<HashSlot, Error> {
+        let taken =
+            self.reserved.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.capacity).then_some(n + 1));
+        if taken.is_err() {
+            self.metrics.rate_limited("hash_pool");
+            return Err(Error::Overloaded);
+        }
+        Ok(HashSlot(Arc::clone(&self.reserved)))
     }
 
     /// Hash a new password into a PHC string.
     ///
     /// # Errors
-    /// [`Error::Overloaded`] when too many hashes are waiting; [`Error::Internal`] when hashing
-    /// fails (it does not, short of memory exhaustion).
-    pub async fn hash(&self, password: &Password) -> Result<String, Error> {
+    /// [`Error::Internal`] when hashing fails (it does not, short of memory exhaustion).
+    pub async fn hash(&self, slot: HashSlot, password: &Password) -> Result<String, Error> {
         let argon = self.argon.clone();
         let password = password.0.clone();
-        self.on_pool("hash", move || {
+        self.on_pool(slot, "hash", move || {
             argon.hash_password(password.as_bytes()).map(|h| h.to_string()).map_err(|e| Error::Internal(e.to_string()))
         })
         .await?
@@ -138,21 +192,23 @@ impl Passwords {
     /// does not exist (`None`), which always answers `false` after the same amount of work.
     ///
     /// # Errors
-    /// [`Error::Overloaded`] when too many hashes are already running or waiting.
-    pub async fn verify(&self, password: &Password, stored: Option<&str>) -> Result<bool, Error> {
+    /// [`Error::Internal`] when the hashing threads are gone.
+    pub async fn verify(&self, slot: HashSlot, password: &Password, stored: Option<&str>) -> Result<bool, Error> {
         let argon = self.argon.clone();
         let password = password.0.clone();
         let (phc, known) = match stored {
             Some(phc) => (phc.to_owned(), true),
             None => (self.dummy_hash.clone(), false),
         };
-        let matched =
-            self.on_pool("verify", move || argon.verify_password(password.as_bytes(), phc.as_str()).is_ok()).await?;
+        let matched = self
+            .on_pool(slot, "verify", move || argon.verify_password(password.as_bytes(), phc.as_str()).is_ok())
+            .await?;
         Ok(matched && known)
     }
 
     async fn on_pool<T: Send + 'static>(
         &self,
+        slot: HashSlot,
         op: &'static str,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, Error> {
@@ -161,9 +217,12 @@ impl Passwords {
             let started = Instant::now();
             let result = work();
             let _ = done.send((result, started.elapsed()));
+            drop(slot);
         });
         match self.workers.jobs.try_send(job) {
             Ok(()) => {}
+            // Unreachable with a reservation (the channel holds `capacity` jobs); refuse
+            // rather than block an async worker if it ever happens.
             Err(mpsc::TrySendError::Full(_)) => {
                 self.metrics.rate_limited("hash_pool");
                 return Err(Error::Overloaded);

@@ -56,12 +56,15 @@ impl UserService {
             Username::parse(username).map_err(|detail| Error::InvalidField { field: "username".into(), detail })?;
         let password = Password::parse(password, self.password_min_length)
             .map_err(|detail| Error::InvalidField { field: "password".into(), detail })?;
+        // A place in the hashing pool first: a registration the pool cannot take is refused
+        // before it costs Redis work.
+        let slot = self.passwords.reserve()?;
         // Cheap pre-check so a taken name does not cost a hash; the insert below is the
         // authority (it is atomic), this only saves work.
         if self.store.find_user(&username.key()).await?.is_some() {
             return Err(Error::UsernameTaken);
         }
-        let password_hash = self.passwords.hash(&password).await?;
+        let password_hash = self.passwords.hash(slot, &password).await?;
         let record = UserRecord {
             user_id: Uuid::new_v4().to_string(),
             username: username.as_str().to_owned(),

@@ -285,5 +285,27 @@ async fn instances_sharing_redis_share_sessions() {
     let token = token_of(&b.login("roamer").await);
     assert_eq!(a.profile_status(&token).await, StatusCode::OK);
     assert_eq!(b.post("/v1/auth/logout", &token).await.status(), StatusCode::NO_CONTENT);
-    assert_eq!(a.profile_status(&token).await, StatusCode::UNAUTHORIZED);
+    // A's validation cache hears of the logout through Redis's invalidation push: within
+    // milliseconds (tests/api/cache.rs bounds it), not necessarily before the next request.
+    let started = Instant::now();
+    while a.profile_status(&token).await != StatusCode::UNAUTHORIZED {
+        assert!(started.elapsed() < Duration::from_millis(500), "instance A still accepts the logged-out token");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_validation_cache_a_logout_elsewhere_is_refused_at_once() {
+    let redis = RedisServer::start();
+    let no_cache = |c: &mut sessiond::Config| c.validation_cache_ttl = Duration::ZERO;
+    let a = spawn_app_with(Some(&redis), no_cache).await;
+    let b = spawn_app_with(Some(&redis), no_cache).await;
+    a.register("strict", PASSWORD).await;
+    for _ in 0..5 {
+        let token = token_of(&b.login("strict").await);
+        assert_eq!(a.profile_status(&token).await, StatusCode::OK);
+        assert_eq!(a.profile_status(&token).await, StatusCode::OK);
+        assert_eq!(b.post("/v1/auth/logout", &token).await.status(), StatusCode::NO_CONTENT);
+        assert_eq!(a.profile_status(&token).await, StatusCode::UNAUTHORIZED);
+    }
 }

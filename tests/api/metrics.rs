@@ -82,7 +82,11 @@ async fn a_scripted_flow_moves_the_counters_exactly() {
     // Store calls: find_user for register and each login, create for each success.
     assert_eq!(delta("sessiond_redis_command_duration_seconds_count", &[("op", "find_user")]), 4.0);
     assert_eq!(delta("sessiond_redis_command_duration_seconds_count", &[("op", "create_session")]), 2.0);
-    assert_eq!(delta("sessiond_redis_command_duration_seconds_count", &[("op", "touch_session")]), 2.0);
+    // Each validation is answered by the in-process cache or by Redis, never both or neither.
+    let hits = delta("sessiond_validation_cache_lookups_total", &[("result", "hit")]);
+    let misses = delta("sessiond_validation_cache_lookups_total", &[("result", "miss")]);
+    assert_eq!(hits + misses, 2.0);
+    assert_eq!(delta("sessiond_redis_command_duration_seconds_count", &[("op", "touch_session")]), misses);
     assert_eq!(delta("sessiond_redis_errors_total", &[]), 0.0);
     // A histogram's +Inf bucket equals its count.
     assert_eq!(
