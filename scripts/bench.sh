@@ -514,7 +514,7 @@ fill() { # variant user-agent: an empty Redis, FILL_USERS users, then FILL_SESSI
   sed -n '1,200p' "$OUT/redis-$v-index-keys-all.txt" >"$OUT/redis-$v-index-keys.txt"
   sed 's/^/MEMORY USAGE /' "$OUT/redis-$v-index-keys.txt" | redis-cli -p "$r" >"$OUT/redis-$v-usage-index.txt"
   sed 's/^/HLEN /' "$OUT/redis-$v-index-keys.txt" | redis-cli -p "$r" >"$OUT/redis-$v-index-hlen.txt"
-  redis-cli -p "$r" --scan --pattern 'sessiond:*:active' >"$OUT/redis-$v-active-keys.txt"
+  redis-cli -p "$r" --scan --pattern 'sessiond:*:active:*' >"$OUT/redis-$v-active-keys.txt"
   sed 's/^/MEMORY USAGE /' "$OUT/redis-$v-active-keys.txt" | redis-cli -p "$r" >"$OUT/redis-$v-usage-active.txt"
   sed 's/^/ZCARD /' "$OUT/redis-$v-active-keys.txt" | redis-cli -p "$r" >"$OUT/redis-$v-active-zcard.txt"
   sed 's/^/OBJECT ENCODING /' "$OUT/redis-$v-active-keys.txt" | redis-cli -p "$r" | sort | uniq -c >"$OUT/redis-$v-encoding-active.txt"

@@ -155,7 +155,9 @@ pub trait Store: Send + Sync + 'static {
     /// Add (`granted`) or remove a role. Returns `false` when the user does not exist.
     async fn set_role(&self, key: &UserKey, role: &str, granted: bool) -> Result<bool, StoreError>;
 
-    /// Store a new session under `hash` and add it to its user's index. When the user already
+    /// Store a new session under `hash` and add it to its user's index. The user must exist:
+    /// a backend may answer the owner's id and spelling from the user record rather than keep a
+    /// copy in every session. When the user already
     /// holds `max_per_user` live sessions (0: no cap), the oldest are revoked first; their ids
     /// are returned.
     async fn create_session(

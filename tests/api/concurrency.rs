@@ -13,7 +13,7 @@ fn index_len(redis: &RedisServer, user: &str) -> i64 {
 }
 
 fn active_members(redis: &RedisServer) -> i64 {
-    redis.keys().iter().filter(|k| k.ends_with(":active")).map(|k| redis.cmd(&["ZCARD", k]).int()).sum()
+    redis.keys().iter().filter(|k| k.contains(":active:")).map(|k| redis.cmd(&["ZCARD", k]).int()).sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -53,7 +53,10 @@ fn session(name: &str, now: Timestamp) -> (TokenHash, SessionRecord) {
     (hash, record)
 }
 
+/// Sessions belong to existing users: the store may read the owner's id and spelling from the
+/// user record instead of copying them into every session.
 async fn create(store: &dyn Store, name: &str, now: Timestamp) -> (TokenHash, SessionRecord) {
+    store.insert_user(&key(name), &user(name)).await.expect("insert user");
     let (hash, record) = session(name, now);
     let evicted = store.create_session(&hash, &record, 0, now).await.expect("create");
     assert!(evicted.is_empty());
@@ -207,6 +210,7 @@ async fn revocation_is_exact(store: Arc<dyn Store>) {
 async fn the_cap_evicts_the_oldest(store: Arc<dyn Store>) {
     let t0 = Timestamp::now().millis();
     let mut made: Vec<(TokenHash, SessionRecord)> = Vec::new();
+    store.insert_user(&key("heidi"), &user("heidi")).await.expect("insert user");
     for n in 0..4 {
         let at = Timestamp::from_millis(t0 + n * 10);
         let (hash, record) = session("heidi", at);

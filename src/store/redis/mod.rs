@@ -8,13 +8,15 @@
 //! | key | type | holds | expires |
 //! |---|---|---|---|
 //! | `sessiond:{xyz}:user:<username>` | hash | `id`, `name`, `phc` (argon2id), `roles` (comma list), `created` | never |
-//! | `sessiond:{xyz}:sess:<sha256(token), base64url>` | hash | `sid`, `uid`, `name`, `user`, `c`reated, `l`ast seen, `i`dle deadline, `e`xpiry, `ip`, `ua` (ms timestamps) | at the earlier deadline (PEXPIRE) |
+//! | `sessiond:{xyz}:sess:<sha256(token)[..16], base64url>` | hash | `sid`, `user`, `c`reated, `l`ast seen, `i`dle deadline, `e`xpiry, `ip`, `ua` (ms timestamps) | at the earlier deadline (PEXPIRE) |
 //! | `sessiond:{xyz}:user-sessions:<username>` | hash | session id → token digest | after the longest session |
-//! | `sessiond:{xyz}:active` | sorted set | session id scored by its deadline | members trimmed by `prune_expired` |
+//! | `sessiond:{xyz}:active:<0-3>` | sorted set | session id scored by its deadline (set chosen by the id's first byte) | members trimmed by `prune_expired` |
 //!
-//! `<username>` is the lower-cased username. The token never appears: only its SHA-256.
-//! The active-session count is `ZCOUNT (now +inf` summed over the 1024 shard sets — exact,
-//! with no hot key and no keyspace scan.
+//! `<username>` is the lower-cased username. The token never appears: only the first 128 bits
+//! of its SHA-256 ([`TokenHash`]).
+//! The active-session count is `ZCOUNT (now +inf` summed over the 4096 active sets (4 per
+//! shard, so that each stays in Redis's compact encoding) — exact, with no hot key and no
+//! keyspace scan.
 //!
 //! # Failure behaviour
 //!
@@ -43,6 +45,10 @@ mod tracking;
 use crate::users::UserKey;
 
 const PRELUDE: &str = include_str!("lua/prelude.lua");
+
+/// Sorted sets per shard counting live sessions (`ACTIVE_SETS` in `lua/prelude.lua`; a test
+/// checks that both agree).
+const ACTIVE_SETS: u8 = 4;
 
 /// A Lua script with its SHA-1, loaded on first use (and again after a `SCRIPT FLUSH` or a
 /// failover to a node that never saw it).
@@ -79,8 +85,8 @@ impl Scripts {
             touch: Script::new(include_str!("lua/touch.lua"), true),
             rotate: Script::new(include_str!("lua/rotate.lua"), true),
             revoke: Script::new(include_str!("lua/revoke.lua"), true),
-            revoke_by_id: Script::new(include_str!("lua/revoke_by_id.lua"), false),
-            revoke_all: Script::new(include_str!("lua/revoke_all.lua"), false),
+            revoke_by_id: Script::new(include_str!("lua/revoke_by_id.lua"), true),
+            revoke_all: Script::new(include_str!("lua/revoke_all.lua"), true),
             list: Script::new(include_str!("lua/list.lua"), true),
             insert_user: Script::new(include_str!("lua/insert_user.lua"), false),
             set_role: Script::new(include_str!("lua/set_role.lua"), false),
@@ -143,6 +149,10 @@ impl std::fmt::Debug for RedisSettings {
 /// Sessions and users in Redis.
 pub struct RedisStore {
     pool: Pool,
+    /// A connection of its own for the periodic bulk pipelines (the exact count, pruning:
+    /// thousands of commands each), so that they never queue ahead of a request's command —
+    /// least of all while a Cluster node is failing over and commands back up.
+    background: Client,
     /// Connections of their own for writes that must reach replicas before they are
     /// acknowledged. `WAIT` counts the writes of the connection it is sent on and blocks that
     /// connection meanwhile, so each revocation takes a connection exclusively (or answers 503
@@ -152,8 +162,19 @@ pub struct RedisStore {
     wait_timeout: Duration,
     timeout: Duration,
     scripts: Scripts,
-    /// The validation cache these connections keep coherent, and the tasks that do it.
-    near_cache: Option<(Arc<NearCache>, tracking::Tracking)>,
+    /// With the validation cache: the connections that validations use, with Redis client
+    /// tracking on, and the cache they keep coherent.
+    validations: Option<Validations>,
+}
+
+/// Validations get connections of their own when the cache is on: Redis then tracks only the
+/// sessions that were validated (what the cache may hold). Tracking every connection would
+/// also record every key any other command declares — each new session, index and shard
+/// set — and the tracking table would grow with every login.
+struct Validations {
+    pool: Pool,
+    cache: Arc<NearCache>,
+    _tracking: tracking::Tracking,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -178,8 +199,15 @@ mod keys {
     pub fn session(hash: &TokenHash) -> String {
         format!("{}sess:{}", prefix(hash.shard()), hash.encoded())
     }
+    /// The base name of the shard's active-session sets; the sets are `<base>:0` …
+    /// (`ACTIVE_SETS` in `lua/prelude.lua`), chosen by the session id's first byte.
     pub fn active(shard: Shard) -> String {
         format!("{}active", prefix(shard))
+    }
+    /// Every active-session set of the shard.
+    pub fn active_sets(shard: Shard) -> impl Iterator<Item = String> {
+        let base = active(shard);
+        (0..super::ACTIVE_SETS).map(move |n| format!("{base}:{n}"))
     }
     /// The guard is keyed by a digest, so attacker-chosen usernames are never stored verbatim.
     pub fn login_guard(user: &UserKey) -> String {
@@ -199,10 +227,6 @@ impl RedisStore {
     /// When the URL cannot be parsed.
     pub fn connect(settings: &RedisSettings) -> anyhow::Result<Self> {
         let mut config = Config::from_url(&settings.url)?;
-        if settings.near_cache.is_some() {
-            // Invalidation pushes share the connection with replies only in RESP3.
-            config.version = fred::types::RespVersion::RESP3;
-        }
         // Apply the reconnect policy to the first connection too, so a missing Redis at start
         // is an outage to recover from, not a crash.
         config.fail_fast = false;
@@ -213,39 +237,24 @@ impl RedisStore {
             config.password.clone_from(&settings.password);
         }
         let timeout = settings.timeout;
-        let mut builder = Builder::from_config(config);
-        builder
-            .with_connection_config(|c| {
-                c.connection_timeout = Duration::from_secs(1);
-                c.internal_command_timeout = Duration::from_secs(1).max(timeout);
-                // Room to follow a redirection or re-send after a dropped connection.
-                c.max_command_attempts = 3;
-                c.max_command_buffer_len = 10_000;
-                c.unresponsive = UnresponsiveConfig {
-                    max_timeout: Some(Duration::from_secs(2)),
-                    interval: Duration::from_millis(500),
-                };
-                c.tcp = TcpConfig {
-                    nodelay: Some(true),
-                    keepalive: Some(fred::socket2::TcpKeepalive::new().with_time(Duration::from_secs(30))),
-                    ..TcpConfig::default()
-                };
-                c.reconnect_errors = vec![
-                    ReconnectError::ClusterDown,
-                    ReconnectError::Loading,
-                    ReconnectError::MasterDown,
-                    ReconnectError::ReadOnly,
-                ];
-            })
-            .with_performance_config(|p| p.default_command_timeout = timeout)
-            .set_policy(ReconnectPolicy::new_exponential(0, 50, 1000, 2));
+        let mut builder = configured(Builder::from_config(config.clone()), timeout);
         let pool = builder.build_pool(settings.pool_size.max(1))?;
-        let near_cache = settings.near_cache.map(|cache_settings| {
-            let cache = Arc::new(NearCache::new(cache_settings, pool.size()));
-            let tracking = tracking::Tracking::start(&pool, &cache, timeout);
-            (cache, tracking)
-        });
         drop(pool.connect_pool());
+        let background = builder.build()?;
+        drop(background.connect());
+        let validations = match settings.near_cache {
+            Some(cache_settings) => {
+                // Invalidation pushes share the connection with replies only in RESP3.
+                config.version = fred::types::RespVersion::RESP3;
+                let tracked =
+                    configured(Builder::from_config(config), timeout).build_pool(settings.pool_size.max(1))?;
+                let cache = Arc::new(NearCache::new(cache_settings, tracked.size()));
+                let tracking = tracking::Tracking::start(&tracked, &cache, timeout);
+                drop(tracked.connect_pool());
+                Some(Validations { pool: tracked, cache, _tracking: tracking })
+            }
+            None => None,
+        };
         let durable = if settings.wait_replicas > 0 {
             // WAIT's own timeout comes on top of the command timeout.
             builder.with_performance_config(|p| p.default_command_timeout = timeout + settings.wait_timeout);
@@ -258,12 +267,13 @@ impl RedisStore {
         };
         Ok(Self {
             pool,
+            background,
             durable,
             wait_replicas: settings.wait_replicas,
             wait_timeout: settings.wait_timeout,
             timeout,
             scripts: Scripts::new(),
-            near_cache,
+            validations,
         })
     }
 
@@ -271,7 +281,7 @@ impl RedisStore {
     /// front of this store with it.
     #[must_use]
     pub fn near_cache(&self) -> Option<Arc<NearCache>> {
-        self.near_cache.as_ref().map(|(cache, _)| Arc::clone(cache))
+        self.validations.as_ref().map(|v| Arc::clone(&v.cache))
     }
 
     /// Wait until at least one connection is up (for tools and tests), bounded by `within`.
@@ -279,7 +289,15 @@ impl RedisStore {
     /// # Errors
     /// When Redis is not reachable in time.
     pub async fn wait_connected(&self, within: Duration) -> Result<(), StoreError> {
-        match tokio::time::timeout(within, self.pool.wait_for_connect()).await {
+        let both = async {
+            self.pool.wait_for_connect().await?;
+            self.background.wait_for_connect().await?;
+            match &self.validations {
+                Some(validations) => validations.pool.wait_for_connect().await,
+                None => Ok(()),
+            }
+        };
+        match tokio::time::timeout(within, both).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => Err(classify("connect", &error)),
             Err(_) => Err(StoreError::Timeout { op: "connect" }),
@@ -289,7 +307,19 @@ impl RedisStore {
     /// A connected client, or a fast error: a command must not wait in a queue for a
     /// reconnect while the caller holds an HTTP request open.
     fn client(&self, op: &'static str) -> Result<&Client, StoreError> {
-        let client = self.pool.next_connected();
+        Self::connected(&self.pool, op)
+    }
+
+    fn background_client(&self, op: &'static str) -> Result<&Client, StoreError> {
+        if self.background.is_connected() {
+            Ok(&self.background)
+        } else {
+            Err(StoreError::Connection { op, detail: "not connected".to_owned() })
+        }
+    }
+
+    fn connected<'a>(pool: &'a Pool, op: &'static str) -> Result<&'a Client, StoreError> {
+        let client = pool.next_connected();
         if client.is_connected() {
             Ok(client)
         } else {
@@ -379,6 +409,34 @@ impl RedisStore {
     }
 }
 
+/// Timeouts, reconnection and socket settings shared by every pool.
+fn configured(mut builder: Builder, timeout: Duration) -> Builder {
+    builder
+        .with_connection_config(|c| {
+            c.connection_timeout = Duration::from_secs(1);
+            c.internal_command_timeout = Duration::from_secs(1).max(timeout);
+            // Room to follow a redirection or re-send after a dropped connection.
+            c.max_command_attempts = 3;
+            c.max_command_buffer_len = 10_000;
+            c.unresponsive =
+                UnresponsiveConfig { max_timeout: Some(Duration::from_secs(2)), interval: Duration::from_millis(500) };
+            c.tcp = TcpConfig {
+                nodelay: Some(true),
+                keepalive: Some(fred::socket2::TcpKeepalive::new().with_time(Duration::from_secs(30))),
+                ..TcpConfig::default()
+            };
+            c.reconnect_errors = vec![
+                ReconnectError::ClusterDown,
+                ReconnectError::Loading,
+                ReconnectError::MasterDown,
+                ReconnectError::ReadOnly,
+            ];
+        })
+        .with_performance_config(|p| p.default_command_timeout = timeout)
+        .set_policy(ReconnectPolicy::new_exponential(0, 50, 1000, 2));
+    builder
+}
+
 fn classify(op: &'static str, error: &fred::error::Error) -> StoreError {
     match error.kind() {
         ErrorKind::Timeout => StoreError::Timeout { op },
@@ -452,10 +510,6 @@ fn session_fields(session: &SessionRecord) -> Vec<String> {
     let mut fields = vec![
         "sid".to_owned(),
         session.session_id.as_str().to_owned(),
-        "uid".to_owned(),
-        session.user_id.clone(),
-        "name".to_owned(),
-        session.username.clone(),
         "user".to_owned(),
         session.user_key.as_str().to_owned(),
         "c".to_owned(),
@@ -480,7 +534,13 @@ fn session_fields(session: &SessionRecord) -> Vec<String> {
 impl Store for RedisStore {
     async fn ping(&self) -> Result<(), StoreError> {
         let client = self.client("ping")?;
-        self.bounded("ping", client.ping::<Value>(None)).await.map(drop)
+        self.bounded("ping", client.ping::<Value>(None)).await?;
+        // Ready means validations can reach Redis too.
+        if let Some(validations) = &self.validations {
+            let client = Self::connected(&validations.pool, "ping")?;
+            self.bounded("ping", client.ping::<Value>(None)).await?;
+        }
+        Ok(())
     }
 
     async fn insert_user(&self, key: &UserKey, user: &UserRecord) -> Result<bool, StoreError> {
@@ -564,7 +624,12 @@ impl Store for RedisStore {
             slide.min_interval_ms.to_string(),
             slide.idle_ms.to_string(),
         ];
-        let reply = self.eval(OP, &self.scripts.touch, vec![keys::session(hash), keys::active(shard)], args).await?;
+        let keys = vec![keys::session(hash), keys::active(shard)];
+        let client = match &self.validations {
+            Some(validations) => Self::connected(&validations.pool, OP)?,
+            None => self.client(OP)?,
+        };
+        let reply = self.eval_on(client, OP, &self.scripts.touch, keys, args).await?;
         lookup_from(OP, &reply)
     }
 
@@ -645,13 +710,13 @@ impl Store for RedisStore {
 
     async fn count_active(&self, now: Timestamp) -> Result<u64, StoreError> {
         const OP: &str = "count_active";
-        let client = self.client(OP)?;
+        let client = self.background_client(OP)?;
         let pipeline = client.pipeline();
         // Deadlines are whole milliseconds: "after now" is "at least now + 1".
         #[allow(clippy::cast_precision_loss)]
         let lower = (now.millis() + 1) as f64;
-        for shard in Shard::all() {
-            let queued: Result<(), _> = pipeline.zcount(keys::active(shard), lower, f64::INFINITY).await;
+        for set in Shard::all().flat_map(keys::active_sets) {
+            let queued: Result<(), _> = pipeline.zcount(set, lower, f64::INFINITY).await;
             queued.map_err(|e| classify(OP, &e))?;
         }
         let counts: Vec<i64> = self.bounded(OP, pipeline.all()).await?;
@@ -660,15 +725,24 @@ impl Store for RedisStore {
 
     async fn prune_expired(&self, now: Timestamp) -> Result<(), StoreError> {
         const OP: &str = "prune_expired";
-        let client = self.client(OP)?;
+        let client = self.background_client(OP)?;
         let pipeline = client.pipeline();
         #[allow(clippy::cast_precision_loss)]
         let upper = now.millis() as f64;
-        for shard in Shard::all() {
-            let queued: Result<(), _> = pipeline.zremrangebyscore(keys::active(shard), f64::NEG_INFINITY, upper).await;
+        for set in Shard::all().flat_map(keys::active_sets) {
+            let queued: Result<(), _> = pipeline.zremrangebyscore(set, f64::NEG_INFINITY, upper).await;
             queued.map_err(|e| classify(OP, &e))?;
         }
         let _: Vec<i64> = self.bounded(OP, pipeline.all()).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_lua_scripts_and_the_counter_agree_on_the_number_of_active_sets() {
+        let declared = format!("local ACTIVE_SETS = {}\n", super::ACTIVE_SETS);
+        assert!(super::PRELUDE.contains(&declared), "lua/prelude.lua must declare {declared:?}");
     }
 }

@@ -1,4 +1,4 @@
--- KEYS: session, user-sessions index, shard active zset
+-- KEYS: session, user-sessions index, shard active sets' base name
 -- ARGV: prefix, now, max per user, token hash, index ttl ms, field/value pairs...
 local prefix, now, max = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local f = {}
@@ -23,7 +23,7 @@ for n = 1, #index, 2 do
     live[#live + 1] = { sid, h, tonumber(created) }
   else
     redis.call('HDEL', KEYS[2], sid)
-    redis.call('ZREM', KEYS[3], sid)
+    redis.call('ZREM', active_set(KEYS[3], sid), sid)
   end
 end
 local evicted = {}
@@ -36,7 +36,7 @@ if max > 0 and #live >= max then
     local old = live[n]
     redis.call('DEL', prefix .. 'sess:' .. old[2])
     redis.call('HDEL', KEYS[2], old[1])
-    redis.call('ZREM', KEYS[3], old[1])
+    redis.call('ZREM', active_set(KEYS[3], old[1]), old[1])
     evicted[#evicted + 1] = old[1]
   end
 end
@@ -46,5 +46,5 @@ redis.call('HSET', KEYS[2], f.sid, ARGV[4])
 if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[5]) then
   redis.call('PEXPIRE', KEYS[2], ARGV[5])
 end
-redis.call('ZADD', KEYS[3], int(d), f.sid)
+redis.call('ZADD', active_set(KEYS[3], f.sid), int(d), f.sid)
 return evicted

@@ -1,18 +1,21 @@
--- KEYS: user-sessions index, shard active zset
+-- KEYS: user-sessions index, shard active sets' base name
 -- ARGV: prefix, now
 -- Reply: one row per live session
 local now = tonumber(ARGV[2])
-local out = {}
+local out, o = {}, nil
 local index = redis.call('HGETALL', KEYS[1])
 for n = 1, #index, 2 do
   local sid, h = index[n], index[n + 1]
   local raw = redis.call('HGETALL', ARGV[1] .. 'sess:' .. h)
   if #raw == 0 then
     redis.call('HDEL', KEYS[1], sid)
-    redis.call('ZREM', KEYS[2], sid)
+    redis.call('ZREM', active_set(KEYS[2], sid), sid)
   else
     local f = fields_of(raw)
-    if now < deadline(f) then out[#out + 1] = row(f) end
+    if now < deadline(f) then
+      o = o or owner(ARGV[1], f.user)
+      out[#out + 1] = row(f, o)
+    end
   end
 end
 return out

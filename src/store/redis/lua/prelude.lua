@@ -16,10 +16,19 @@ local function deadline(f)
   return math.min(tonumber(f.i), tonumber(f.e))
 end
 
+-- The shard's live sessions are counted in ACTIVE_SETS sorted sets (<base>:0 …), chosen by the
+-- session id's first byte: each set stays small enough for Redis's compact listpack encoding
+-- (zset-max-listpack-entries, 128 by default) up to ~ACTIVE_SETS x 128 x 1024 sessions, at a
+-- third of the memory per entry of the skiplist encoding bigger sets switch to.
+local ACTIVE_SETS = 4
+local function active_set(base, sid)
+  return base .. ':' .. (string.byte(sid, 1) % ACTIVE_SETS)
+end
+
 -- Remove a session and its bookkeeping (index entry, active-count entry).
 local function drop(prefix, session_key, active_key, sid, user)
   redis.call('DEL', session_key)
-  redis.call('ZREM', active_key, sid)
+  redis.call('ZREM', active_set(active_key, sid), sid)
   redis.call('HDEL', prefix .. 'user-sessions:' .. user, sid)
 end
 
@@ -35,9 +44,15 @@ local function load_live(prefix, session_key, active_key, now)
   return f
 end
 
+-- The owner's public id, spelled username and roles: kept once in the user hash, not copied
+-- into every session (each copy would cost Redis memory per session).
+local function owner(prefix, user)
+  return redis.call('HMGET', prefix .. 'user:' .. user, 'id', 'name', 'roles')
+end
+
 -- The reply shape shared by touch/rotate/list: positional session fields.
-local function row(f)
-  return { f.sid, f.uid, f.name, f.user, f.c, f.l, f.i, f.e, f.ip or '', f.ua or '' }
+local function row(f, o)
+  return { f.sid, o[1] or '', o[2] or '', f.user, f.c, f.l, f.i, f.e, f.ip or '', f.ua or '' }
 end
 
 -- Slide the idle deadline to now + idle (capped by the absolute deadline).
@@ -47,5 +62,5 @@ local function slide(session_key, active_key, f, now, idle)
   f.i = int(ni)
   redis.call('HSET', session_key, 'l', f.l, 'i', f.i)
   redis.call('PEXPIRE', session_key, int(ni - now))
-  redis.call('ZADD', active_key, 'XX', f.i, f.sid)
+  redis.call('ZADD', active_set(active_key, f.sid), 'XX', f.i, f.sid)
 end

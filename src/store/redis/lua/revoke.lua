@@ -1,4 +1,4 @@
--- KEYS: session, shard active zset
+-- KEYS: session, shard active sets' base name
 -- ARGV: prefix
 -- Reply: the session id, or nil when there was no session
 local f = redis.call('HMGET', KEYS[1], 'sid', 'user')

@@ -1,4 +1,4 @@
--- KEYS: user-sessions index, shard active zset
+-- KEYS: user-sessions index, shard active sets' base name
 -- ARGV: prefix, session id to keep ('' for none)
 -- Reply: number of live sessions deleted
 local index = redis.call('HGETALL', KEYS[1])
@@ -8,7 +8,7 @@ for n = 1, #index, 2 do
   if sid ~= ARGV[2] then
     revoked = revoked + redis.call('DEL', ARGV[1] .. 'sess:' .. h)
     redis.call('HDEL', KEYS[1], sid)
-    redis.call('ZREM', KEYS[2], sid)
+    redis.call('ZREM', active_set(KEYS[2], sid), sid)
   end
 end
 return revoked

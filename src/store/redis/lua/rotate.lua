@@ -1,4 +1,4 @@
--- KEYS: old session, new session, shard active zset
+-- KEYS: old session, new session, shard active sets' base name
 -- ARGV: prefix, now, idle ms, new token hash
 -- Reply: {0} missing | {1} expired | {2, row, roles}
 local prefix, now = ARGV[1], tonumber(ARGV[2])
@@ -9,8 +9,8 @@ if not f then
   local moved = redis.call('HGETALL', KEYS[2])
   if #moved == 0 then return { gone } end
   f = fields_of(moved)
-  local roles = redis.call('HGET', prefix .. 'user:' .. f.user, 'roles')
-  return { 2, row(f), roles or '' }
+  local o = owner(prefix, f.user)
+  return { 2, row(f, o), o[3] or '' }
 end
 if redis.call('EXISTS', KEYS[2]) == 1 then
   return redis.error_reply('ERR token collision')
@@ -18,5 +18,5 @@ end
 redis.call('RENAME', KEYS[1], KEYS[2])
 slide(KEYS[2], KEYS[3], f, now, tonumber(ARGV[3]))
 redis.call('HSET', prefix .. 'user-sessions:' .. f.user, f.sid, ARGV[4])
-local roles = redis.call('HGET', prefix .. 'user:' .. f.user, 'roles')
-return { 2, row(f), roles or '' }
+local o = owner(prefix, f.user)
+return { 2, row(f, o), o[3] or '' }

@@ -1,4 +1,4 @@
--- KEYS: session, shard active zset
+-- KEYS: session, shard active sets' base name
 -- ARGV: prefix, now, min slide interval ms, idle ms
 -- Reply: {0} missing | {1} expired | {2, row, roles}
 local prefix, now = ARGV[1], tonumber(ARGV[2])
@@ -7,5 +7,5 @@ if not f then return { gone } end
 if now - tonumber(f.l) >= tonumber(ARGV[3]) then
   slide(KEYS[1], KEYS[2], f, now, tonumber(ARGV[4]))
 end
-local roles = redis.call('HGET', prefix .. 'user:' .. f.user, 'roles')
-return { 2, row(f), roles or '' }
+local o = owner(prefix, f.user)
+return { 2, row(f, o), o[3] or '' }
