@@ -291,7 +291,8 @@ BASELINE_LISTEN=127.0.0.1:$BASE_PORT "$BASELINE_BIN" >"$OUT/baseline.log" 2>&1 &
 BASELINE_PID=$!
 PIDS+=("$BASELINE_PID")
 wait_ready "$BASE/healthz" "$BASELINE_PID" baseline "$BASE_PORT"
-HASH_THREADS=$(nproc)
+# sessiond's default hashing concurrency: one less than the CPUs, at least one.
+HASH_THREADS=$(( $(nproc) > 1 ? $(nproc) - 1 : 1 ))
 say "  sessiond pid $SESSIOND_PID on $API (admin :$ADMIN_PORT), redis :$REDIS_PORT, baseline pid $BASELINE_PID on $BASE"
 
 json_field() { "$PY" -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }

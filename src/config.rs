@@ -117,7 +117,8 @@ pub struct Config {
     pub argon2_parallelism: u32,
 
     /// Password hashes computed at once; the rest wait, so a login flood cannot take every
-    /// thread from session validation. Default: the number of CPUs.
+    /// thread from session validation. Default: one less than the number of CPUs (at least
+    /// one), so that hashing never takes the last core from validations.
     #[arg(long, env = "SESSIOND_HASH_CONCURRENCY", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub hash_concurrency: Option<u16>,
 
@@ -262,8 +263,10 @@ impl Config {
     /// Concurrent password hashes allowed.
     #[must_use]
     pub fn effective_hash_concurrency(&self) -> usize {
-        self.hash_concurrency
-            .map_or_else(|| std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get), usize::from)
+        self.hash_concurrency.map_or_else(
+            || std::thread::available_parallelism().map_or(1, |cpus| cpus.get().saturating_sub(1).max(1)),
+            usize::from,
+        )
     }
 }
 
