@@ -311,15 +311,15 @@ impl RedisStore {
     }
 
     fn background_client(&self, op: &'static str) -> Result<&Client, StoreError> {
-        if self.background.is_connected() {
-            Ok(&self.background)
-        } else {
-            Err(StoreError::Connection { op, detail: "not connected".to_owned() })
-        }
+        Self::ready(&self.background, op)
     }
 
     fn connected<'a>(pool: &'a Pool, op: &'static str) -> Result<&'a Client, StoreError> {
-        let client = pool.next_connected();
+        Self::ready(pool.next_connected(), op)
+    }
+
+    /// `client` if it is connected, or a fast error.
+    fn ready<'a>(client: &'a Client, op: &'static str) -> Result<&'a Client, StoreError> {
         if client.is_connected() {
             Ok(client)
         } else {
