@@ -16,7 +16,7 @@
 //! | [`limits`] | rate limits (governor) and the client address they key on |
 //! | [`session`] | the rules: token and id types, timeouts, sliding expiry, rotation, caps |
 //! | [`users`] | usernames, roles and password hashing (argon2id on a bounded blocking pool) |
-//! | [`store`] | the storage contract, its key schema, and the Redis (fred) and in-memory backends |
+//! | [`store`] | the storage contract, its key schema, the Redis (fred) and in-memory backends, and the validation cache kept coherent by Redis client tracking |
 //! | [`telemetry`] | logging set-up |
 //! | [`cli`] | operator subcommands (`sessiond admin …`) sharing the server's configuration |
 //!

@@ -12,7 +12,7 @@
 //!   the answer is kept only if the slot is still there. An invalidation (or a local eviction)
 //!   that arrives between the read and the answer removes the slot, so a stale answer is never
 //!   stored, whatever order the reply and the push are processed in.
-//! - **Serve only while invalidations are known to flow.** Every pool connection proves its
+//! - **Serve only while invalidations are known to flow.** Every tracked connection proves its
 //!   link with a heartbeat; a `PING` answered means every push sent before it has arrived (one
 //!   connection, one order). An entry is served only while every link's last proof is younger
 //!   than the staleness bound, so a cut or hung connection stops the cache within that bound,
@@ -90,7 +90,7 @@ pub struct NearCache {
     /// Bumped by every clear: tickets from before it cannot fill.
     epoch: AtomicU64,
     next_ticket: AtomicU64,
-    /// Per link (pool connection): until when (ms after `origin`) its heartbeat proves that
+    /// Per link (tracked connection): until when (ms after `origin`) its heartbeat proves that
     /// invalidations flow; 0 while tracking is not established.
     links: Box<[AtomicU64]>,
     origin: Instant,
@@ -109,7 +109,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl NearCache {
-    /// An empty cache for `links` pool connections, none of them proven yet.
+    /// An empty cache for `links` tracked connections, none of them proven yet.
     #[must_use]
     pub fn new(settings: NearCacheSettings, links: usize) -> Self {
         Self {

@@ -1,7 +1,7 @@
-//! Redis client-side caching: turns `CLIENT TRACKING` on every pool connection and keeps the
-//! [`NearCache`] honest (see its module docs for the rules).
+//! Redis client-side caching: turns `CLIENT TRACKING` on every connection of the validation
+//! pool and keeps the [`NearCache`] honest (see its module docs for the rules).
 //!
-//! Two tasks per pool connection:
+//! Two tasks per tracked connection:
 //! - **invalidations**: every key Redis says changed or expired is evicted; a lagging receiver
 //!   (pushes possibly lost) clears the cache;
 //! - **link**: (re)enables tracking whenever the connection (re)connects or the Cluster
