@@ -275,22 +275,6 @@ impl NearCache {
         });
     }
 
-    /// Drop every entry too old to be served; call now and then so that sessions nobody
-    /// validates any more do not hold memory until the cache fills.
-    pub fn purge_stale(&self) {
-        for stripe in &*self.stripes {
-            let mut stripe = lock(stripe);
-            let max_age = self.settings.max_age;
-            stripe.retain(|hash, slot| match slot {
-                Slot::Ready(entry) if entry.fetched.elapsed() >= max_age => {
-                    self.unindex(&entry.session.session_id, hash);
-                    false
-                }
-                _ => true,
-            });
-        }
-    }
-
     /// Forget everything; reads in flight will not fill.
     pub fn clear(&self) {
         self.epoch.fetch_add(1, Ordering::AcqRel);

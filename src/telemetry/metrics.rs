@@ -78,7 +78,7 @@ pub struct Metrics {
     /// HTTP series by a hash of (method, route), resolved once per series: a request then
     /// costs a read lock and two atomic updates instead of building and looking up label
     /// sets. Methods and route templates are closed sets (unknown paths are `unmatched`).
-    http: RwLock<HashMap<u64, Vec<Arc<HttpSeries>>>>,
+    http: RwLock<HashMap<u64, Vec<HttpSeries>>>,
     http_hasher: RandomState,
 }
 
@@ -183,7 +183,32 @@ impl Metrics {
 
     /// One finished HTTP request. `route` is the matched route template, never a raw path.
     pub fn http_request(&self, method: &Method, route: &str, status: u16, seconds: f64) {
-        let series = self.http_series(method, route);
+        let hash = self.http_hasher.hash_one((method.as_str(), route));
+        let is = |series: &&HttpSeries| series.method == method && series.route == route;
+        if let Some(series) =
+            self.http.read().unwrap_or_else(PoisonError::into_inner).get(&hash).and_then(|b| b.iter().find(is))
+        {
+            self.record_http(series, status, seconds);
+            return;
+        }
+        // First request of this method and route: register its series once.
+        let mut http = self.http.write().unwrap_or_else(PoisonError::into_inner);
+        let bucket = http.entry(hash).or_default();
+        if !bucket.iter().any(|series| is(&series)) {
+            let labels = vec![label("method", method.as_str().to_owned()), label("route", route.to_owned())];
+            bucket.push(HttpSeries {
+                method: method.clone(),
+                route: route.to_owned(),
+                duration: self.histogram(HTTP_REQUEST_DURATION_SECONDS, labels),
+                by_status: RwLock::new(Vec::new()),
+            });
+        }
+        if let Some(series) = bucket.iter().find(is) {
+            self.record_http(series, status, seconds);
+        }
+    }
+
+    fn record_http(&self, series: &HttpSeries, status: u16, seconds: f64) {
         series.duration.record(seconds);
         let counted = {
             let by_status = series.by_status.read().unwrap_or_else(PoisonError::into_inner);
@@ -195,8 +220,8 @@ impl Metrics {
                 Some((_, counter)) => counter.increment(1),
                 None => {
                     let labels = vec![
-                        label("method", method.as_str().to_owned()),
-                        label("route", route.to_owned()),
+                        label("method", series.method.as_str().to_owned()),
+                        label("route", series.route.clone()),
                         label("status", status.to_string()),
                     ];
                     let counter = self.counter(HTTP_REQUESTS_TOTAL, labels);
@@ -205,30 +230,6 @@ impl Metrics {
                 }
             }
         }
-    }
-
-    fn http_series(&self, method: &Method, route: &str) -> Arc<HttpSeries> {
-        let hash = self.http_hasher.hash_one((method.as_str(), route));
-        let matches = |series: &&Arc<HttpSeries>| series.method == method && series.route == route;
-        if let Some(series) = self.http.read().unwrap_or_else(PoisonError::into_inner).get(&hash) {
-            if let Some(series) = series.iter().find(matches) {
-                return Arc::clone(series);
-            }
-        }
-        let mut http = self.http.write().unwrap_or_else(PoisonError::into_inner);
-        let bucket = http.entry(hash).or_default();
-        if let Some(series) = bucket.iter().find(matches) {
-            return Arc::clone(series);
-        }
-        let labels = vec![label("method", method.as_str().to_owned()), label("route", route.to_owned())];
-        let series = Arc::new(HttpSeries {
-            method: method.clone(),
-            route: route.to_owned(),
-            duration: self.histogram(HTTP_REQUEST_DURATION_SECONDS, labels),
-            by_status: RwLock::new(Vec::new()),
-        });
-        bucket.push(Arc::clone(&series));
-        series
     }
 
     /// Requests being served right now.
