@@ -155,8 +155,8 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientMeta {
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Error> {
         let ip = match parts.extensions.get::<ClientIp>() {
-            Some(client) => Some(client.0.to_string()),
-            None => parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip().to_string()),
+            Some(client) => Some(client.0),
+            None => parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip()),
         };
         let user_agent = parts
             .headers

@@ -41,8 +41,8 @@ struct ListedSession {
     last_seen_at: Timestamp,
     expires_at: Timestamp,
     idle_expires_at: Timestamp,
-    ip: Option<String>,
-    user_agent: Option<String>,
+    ip: Option<std::net::IpAddr>,
+    device: Option<String>,
     current: bool,
 }
 
@@ -76,7 +76,7 @@ pub async fn list(State(state): State<AppState>, AuthSession(auth): AuthSession)
             expires_at: s.expires_at,
             idle_expires_at: s.idle_expires_at,
             ip: s.ip,
-            user_agent: s.user_agent,
+            device: s.device,
         })
         .collect();
     Ok(Json(SessionList { sessions }))

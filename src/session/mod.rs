@@ -2,6 +2,7 @@
 //! rotates, and how many a user may hold. The store only executes these decisions; it never
 //! makes them, so the Redis and in-memory backends cannot drift apart on policy.
 
+mod device;
 mod policy;
 mod service;
 mod time;

@@ -5,17 +5,12 @@
 
 use std::sync::Arc;
 
-use super::{SessionId, SessionPolicy, SessionToken, Timestamp, TokenHash};
+use super::{device, SessionId, SessionPolicy, SessionToken, Timestamp, TokenHash};
 use crate::error::Error;
 use crate::limits::{Decision, KeyedLimiter};
 use crate::store::{GuardEvent, GuardRule, Lookup, SessionRecord, Store, StoreError};
 use crate::telemetry::metrics::Metrics;
 use crate::users::{Password, Passwords, Role, UserKey, Username};
-
-/// Longest `User-Agent` kept with a session, in bytes. Redis keeps a hash in its compact
-/// encoding only while every value is at most 64 bytes (`hash-max-listpack-value`); one
-/// longer value makes the whole session more than three times larger.
-const MAX_USER_AGENT: usize = 64;
 
 /// Why a session ended (the `reason` label of `sessiond_sessions_revoked_total`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,8 +31,8 @@ pub enum RevokeReason {
 #[derive(Clone, Debug, Default)]
 pub struct ClientMeta {
     /// Client address.
-    pub ip: Option<String>,
-    /// `User-Agent`, truncated.
+    pub ip: Option<std::net::IpAddr>,
+    /// The `User-Agent` header; only its device label is kept.
     pub user_agent: Option<String>,
 }
 
@@ -253,7 +248,7 @@ impl SessionService {
             idle_expires_at,
             expires_at,
             ip: meta.ip,
-            user_agent: meta.user_agent.map(|ua| truncate(ua, MAX_USER_AGENT)),
+            device: meta.user_agent.as_deref().and_then(device::label),
         };
         let (token, hash) =
             SessionToken::generate_in(session.user_key.shard()).map_err(|e| Error::Internal(e.to_string()))?;
@@ -381,15 +376,4 @@ impl SessionService {
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.store.ping().await
     }
-}
-
-fn truncate(mut text: String, max: usize) -> String {
-    if text.len() > max {
-        let mut end = max;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-    }
-    text
 }

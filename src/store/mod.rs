@@ -62,9 +62,10 @@ pub struct SessionRecord {
     /// Absolute expiry; never moves.
     pub expires_at: Timestamp,
     /// Client address at login.
-    pub ip: Option<String>,
-    /// Client `User-Agent` at login (truncated).
-    pub user_agent: Option<String>,
+    pub ip: Option<std::net::IpAddr>,
+    /// The device the session was opened from, as a person reads it ("Chrome 131 on Windows"),
+    /// derived from the `User-Agent` at login.
+    pub device: Option<String>,
 }
 
 impl SessionRecord {

@@ -342,7 +342,7 @@ mod tests {
             idle_expires_at: now.plus(Duration::from_secs(60)),
             expires_at: now.plus(Duration::from_secs(600)),
             ip: None,
-            user_agent: None,
+            device: None,
         };
         (hash, Ok(Lookup::Found { session, roles: vec!["user".to_owned()] }))
     }

@@ -39,7 +39,8 @@ async fn list_is_newest_first_and_marks_the_current_session() {
             assert!(s[field].is_string());
         }
     }
-    assert_eq!(sessions[0]["user_agent"], "agent/3");
+    assert_eq!(sessions[0]["device"], "agent/3");
+    assert!(sessions[0].get("user_agent").is_none(), "the raw User-Agent is not kept");
 
     // Other users see only their own.
     let other = token_of(&app.signup_login("someone-else").await);
@@ -110,4 +111,29 @@ async fn the_oldest_session_is_revoked_past_the_cap() {
     for body in &later {
         assert_eq!(app.profile_status(&token_of(body)).await, StatusCode::OK);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_session_is_listed_by_browser_and_system() {
+    let redis = RedisServer::start();
+    let app = spawn_app(Some(&redis)).await;
+    app.register("browser-user", PASSWORD).await;
+    let chrome = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) \
+                  Chrome/131.0.0.0 Safari/537.36";
+    let r = app
+        .client
+        .post(app.url("/v1/auth/login"))
+        .header("user-agent", chrome)
+        .json(&serde_json::json!({ "username": "browser-user", "password": PASSWORD }))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), StatusCode::OK);
+    let token = token_of(&r.json().await.expect("json"));
+    let body: Value = app.get("/v1/sessions", &token).await.json().await.expect("json");
+    assert_eq!(body["sessions"][0]["device"], "Chrome 131 on Windows", "{body}");
+    // What Redis holds is the label, never the header.
+    let keys = redis.keys();
+    let key = keys.iter().find(|k| k.contains(":sess:")).expect("a session key");
+    assert_eq!(redis.cmd(&["HGET", key, "d"]).text(), "Chrome 131 on Windows");
 }

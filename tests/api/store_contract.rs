@@ -47,8 +47,8 @@ fn session(name: &str, now: Timestamp) -> (TokenHash, SessionRecord) {
         last_seen_at: now,
         idle_expires_at: Timestamp::from_millis(now.millis() + IDLE_MS),
         expires_at: Timestamp::from_millis(now.millis() + ABS_MS),
-        ip: Some("192.0.2.1".to_owned()),
-        user_agent: Some("contract/1.0".to_owned()),
+        ip: Some(std::net::IpAddr::from([192, 0, 2, 1])),
+        device: Some("contract/1.0".to_owned()),
     };
     (hash, record)
 }

@@ -8,7 +8,7 @@
 //! | key | type | holds | expires |
 //! |---|---|---|---|
 //! | `sessiond:{xyz}:user:<username>` | hash | `id`, `name`, `phc` (argon2id), `roles` (comma list), `created` | never |
-//! | `sessiond:{xyz}:sess:<sha256(token)[..16], base64url>` | hash | `sid`, `user`, `c`reated, `l`ast seen, `i`dle deadline, `e`xpiry, `ip`, `ua` (ms timestamps) | at the earlier deadline (PEXPIRE) |
+//! | `sessiond:{xyz}:sess:<sha256(token)[..16], base64url>` | hash | `s`ession id, `u`ser, `c`reated (ms since the epoch); `l`ast seen, `i`dle deadline, `e`xpiry (ms after `c`); `ip` (IPv4 as a 32-bit integer); `d`evice label | at the earlier deadline (PEXPIRE) |
 //! | `sessiond:{xyz}:user-sessions:<username>` | hash | session id → token digest | after the longest session |
 //! | `sessiond:{xyz}:active:<0-3>` | sorted set | session id scored by its deadline (set chosen by the id's first byte) | members trimmed by `prune_expired` |
 //!
@@ -28,6 +28,7 @@
 //! exponential backoff, detects hung connections, and the process starts even when Redis is
 //! down.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -478,8 +479,8 @@ fn session_from_row(op: &'static str, row: &Value) -> Result<SessionRecord, Stor
         last_seen_at: millis(op, cells.get(5))?,
         idle_expires_at: millis(op, cells.get(6))?,
         expires_at: millis(op, cells.get(7))?,
-        ip: cell(8),
-        user_agent: cell(9),
+        ip: cell(8).as_deref().and_then(ip_from_stored),
+        device: cell(9),
     })
 }
 
@@ -506,26 +507,47 @@ fn lookup_from(op: &'static str, reply: &Value) -> Result<Lookup, StoreError> {
     }
 }
 
+/// An IPv4 address as the signed 32-bit integer of its bits (4 bytes in a packed Redis hash,
+/// against up to 15 as text); an IPv6 address as text.
+fn ip_to_stored(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => i32::from_ne_bytes(u32::from(v4).to_ne_bytes()).to_string(),
+        IpAddr::V6(v6) => v6.to_string(),
+    }
+}
+
+fn ip_from_stored(stored: &str) -> Option<IpAddr> {
+    match stored.parse::<i32>() {
+        Ok(bits) => Some(IpAddr::V4(Ipv4Addr::from(u32::from_ne_bytes(bits.to_ne_bytes())))),
+        Err(_) => stored.parse().ok(),
+    }
+}
+
+/// The session hash's fields (see the key schema). Redis keeps a small hash as one packed list
+/// whose allocation grows in steps of 16–32 bytes, so each field is written in its smallest
+/// form: one-letter names, times after creation as 4-byte integers, an IPv4 address as one
+/// 4-byte integer.
 fn session_fields(session: &SessionRecord) -> Vec<String> {
+    let created = session.created_at;
     let mut fields = vec![
-        "sid".to_owned(),
+        "s".to_owned(),
         session.session_id.as_str().to_owned(),
-        "user".to_owned(),
+        "u".to_owned(),
         session.user_key.as_str().to_owned(),
         "c".to_owned(),
-        session.created_at.millis().to_string(),
+        created.millis().to_string(),
         "l".to_owned(),
-        session.last_seen_at.millis().to_string(),
+        session.last_seen_at.millis_since(created).to_string(),
         "i".to_owned(),
-        session.idle_expires_at.millis().to_string(),
+        session.idle_expires_at.millis_since(created).to_string(),
         "e".to_owned(),
-        session.expires_at.millis().to_string(),
+        session.expires_at.millis_since(created).to_string(),
     ];
-    if let Some(ip) = &session.ip {
-        fields.extend(["ip".to_owned(), ip.clone()]);
+    if let Some(ip) = session.ip {
+        fields.extend(["ip".to_owned(), ip_to_stored(ip)]);
     }
-    if let Some(ua) = &session.user_agent {
-        fields.extend(["ua".to_owned(), ua.clone()]);
+    if let Some(device) = &session.device {
+        fields.extend(["d".to_owned(), device.clone()]);
     }
     fields
 }
@@ -744,5 +766,18 @@ mod tests {
     fn the_lua_scripts_and_the_counter_agree_on_the_number_of_active_sets() {
         let declared = format!("local ACTIVE_SETS = {}\n", super::ACTIVE_SETS);
         assert!(super::PRELUDE.contains(&declared), "lua/prelude.lua must declare {declared:?}");
+    }
+
+    #[test]
+    fn client_addresses_survive_their_stored_form() {
+        for text in ["127.0.0.1", "0.0.0.0", "255.255.255.255", "203.0.113.195", "2001:db8::1", "::1"] {
+            let ip: std::net::IpAddr = text.parse().expect("ip");
+            let stored = super::ip_to_stored(ip);
+            assert_eq!(super::ip_from_stored(&stored), Some(ip), "{text} stored as {stored}");
+            if ip.is_ipv4() {
+                assert!(stored.parse::<i32>().is_ok(), "{text} is stored as a 32-bit integer: {stored}");
+            }
+        }
+        assert_eq!(super::ip_from_stored("not an address"), None);
     }
 }

@@ -6,7 +6,7 @@ for n = 6, #ARGV, 2 do f[ARGV[n]] = ARGV[n + 1] end
 if redis.call('EXISTS', KEYS[1]) == 1 then
   -- The client may re-send a script after a dropped connection: finding our own session
   -- means this create already ran.
-  if redis.call('HGET', KEYS[1], 'sid') == f.sid then return {} end
+  if redis.call('HGET', KEYS[1], 's') == f.s then return {} end
   return redis.error_reply('ERR token collision')
 end
 local d = deadline(f)
@@ -42,9 +42,9 @@ if max > 0 and #live >= max then
 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 6))
 redis.call('PEXPIRE', KEYS[1], int(d - now))
-redis.call('HSET', KEYS[2], f.sid, ARGV[4])
+redis.call('HSET', KEYS[2], f.s, ARGV[4])
 if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[5]) then
   redis.call('PEXPIRE', KEYS[2], ARGV[5])
 end
-redis.call('ZADD', active_set(KEYS[3], f.sid), int(d), f.sid)
+redis.call('ZADD', active_set(KEYS[3], f.s), int(d), f.s)
 return evicted

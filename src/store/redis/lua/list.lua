@@ -13,7 +13,7 @@ for n = 1, #index, 2 do
   else
     local f = fields_of(raw)
     if now < deadline(f) then
-      o = o or owner(ARGV[1], f.user)
+      o = o or owner(ARGV[1], f.u)
       out[#out + 1] = row(f, o)
     end
   end

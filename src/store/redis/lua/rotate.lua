@@ -9,7 +9,7 @@ if not f then
   local moved = redis.call('HGETALL', KEYS[2])
   if #moved == 0 then return { gone } end
   f = fields_of(moved)
-  local o = owner(prefix, f.user)
+  local o = owner(prefix, f.u)
   return { 2, row(f, o), o[3] or '' }
 end
 if redis.call('EXISTS', KEYS[2]) == 1 then
@@ -17,6 +17,6 @@ if redis.call('EXISTS', KEYS[2]) == 1 then
 end
 redis.call('RENAME', KEYS[1], KEYS[2])
 slide(KEYS[2], KEYS[3], f, now, tonumber(ARGV[3]))
-redis.call('HSET', prefix .. 'user-sessions:' .. f.user, f.sid, ARGV[4])
-local o = owner(prefix, f.user)
+redis.call('HSET', prefix .. 'user-sessions:' .. f.u, f.s, ARGV[4])
+local o = owner(prefix, f.u)
 return { 2, row(f, o), o[3] or '' }

@@ -4,8 +4,8 @@
 local prefix, now = ARGV[1], tonumber(ARGV[2])
 local f, gone = load_live(prefix, KEYS[1], KEYS[2], now)
 if not f then return { gone } end
-if now - tonumber(f.l) >= tonumber(ARGV[3]) then
+if now - at(f, 'l') >= tonumber(ARGV[3]) then
   slide(KEYS[1], KEYS[2], f, now, tonumber(ARGV[4]))
 end
-local o = owner(prefix, f.user)
+local o = owner(prefix, f.u)
 return { 2, row(f, o), o[3] or '' }
