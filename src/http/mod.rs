@@ -42,7 +42,7 @@ pub use serve::serve;
 
 use crate::error::Error;
 use crate::session::SessionService;
-use crate::telemetry::http::{observe, Observe};
+use crate::telemetry::http::{Observe, ObserveLayer};
 use crate::telemetry::metrics::Metrics;
 use crate::users::UserService;
 
@@ -108,7 +108,7 @@ pub fn router(state: AppState, settings: &HttpSettings) -> Router {
     if cfg!(feature = "bench-no-instrumentation") {
         return api;
     }
-    api.layer(middleware::from_fn_with_state(settings.observe.clone(), observe))
+    api.layer(ObserveLayer::new(settings.observe.clone()))
 }
 
 /// The admin router: metrics and probes, never rate-limited, never on the public listener.

@@ -5,16 +5,19 @@
 //! request shows. An incoming W3C `traceparent` is continued. Labels use the matched route
 //! template (`/v1/sessions/{session_id}`), never the raw path.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderMap, HeaderValue};
-use axum::middleware::Next;
+use axum::extract::{MatchedPath, Request};
+use axum::http::{HeaderMap, HeaderValue, Method};
 use axum::response::Response;
 use opentelemetry::propagation::Extractor;
 use opentelemetry::trace::TraceContextExt as _;
-use tracing::Instrument as _;
+use tower::{Layer, Service};
+use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use super::metrics::Metrics;
@@ -117,57 +120,153 @@ fn random_u64() -> u64 {
 }
 
 /// Decrements the in-flight gauge even when the request future is dropped.
-struct InFlight<'a>(&'a Metrics);
+struct InFlight(Arc<Metrics>);
 
-impl Drop for InFlight<'_> {
+impl InFlight {
+    fn start(metrics: &Arc<Metrics>) -> Self {
+        metrics.in_flight().increment(1.0);
+        Self(Arc::clone(metrics))
+    }
+}
+
+impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight().decrement(1.0);
     }
 }
 
-/// The middleware.
-pub async fn observe(State(observe): State<Observe>, request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = request.method().clone();
-    let matched = request.extensions().get::<MatchedPath>().cloned();
-    let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
-    let span = tracing::info_span!(
-        "request",
-        otel.name = tracing::field::Empty,
-        otel.kind = "server",
-        http.request.method = method.as_str(),
-        http.route = route,
-        http.response.status_code = tracing::field::Empty,
-        otel.status_code = tracing::field::Empty,
-        trace_id = tracing::field::Empty,
-        span_id = tracing::field::Empty,
-    );
-    let ids = if observe.tracing_enabled {
-        span.record("otel.name", format!("{method} {route}"));
-        let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&Headers(request.headers())));
-        let _ = span.set_parent(parent);
-        let context = span.context();
-        let span_ref = context.span();
-        let sc = span_ref.span_context();
-        TraceIds::new(sc.trace_id().to_bytes(), sc.span_id().to_bytes(), sc.is_sampled())
-    } else {
-        let (trace_id, sampled) = parse_traceparent(request.headers())
-            .unwrap_or_else(|| ((u128::from(random_u64()) << 64 | u128::from(random_u64())).to_be_bytes(), false));
-        TraceIds::new(trace_id, random_u64().to_be_bytes(), sampled)
-    };
-    if !span.is_disabled() {
-        span.record("trace_id", ids.trace_id());
-        span.record("span_id", ids.span_id());
+/// The observing layer, applied to every route of the public router (after routing, so the
+/// matched route template is known).
+///
+/// A hand-written service rather than `axum::middleware::from_fn`: `from_fn` clones and boxes
+/// the whole inner route stack and boxes the request future on every call, which cost more
+/// than the span, the trace context and the metrics themselves (see "Cost of instrumentation"
+/// in `docs/performance.md`). Here a request costs one future that wraps the route's own.
+#[derive(Clone, Debug)]
+pub struct ObserveLayer(Observe);
+
+impl ObserveLayer {
+    /// Observe with these settings.
+    #[must_use]
+    pub fn new(observe: Observe) -> Self {
+        Self(observe)
+    }
+}
+
+impl<S> Layer<S> for ObserveLayer {
+    type Service = ObserveService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ObserveService { inner, observe: self.0.clone() }
+    }
+}
+
+/// See [`ObserveLayer`].
+#[derive(Clone, Debug)]
+pub struct ObserveService<S> {
+    inner: S,
+    observe: Observe,
+}
+
+impl<S> Service<Request> for ObserveService<S>
+where
+    S: Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Observed<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
     }
 
-    observe.metrics.in_flight().increment(1.0);
-    let in_flight = InFlight(&observe.metrics);
-    let mut response = next.run(request).instrument(span.clone()).await;
-    drop(in_flight);
+    fn call(&mut self, request: Request) -> Self::Future {
+        let started = Instant::now();
+        let method = request.method().clone();
+        let route = request.extensions().get::<MatchedPath>().cloned();
+        let route_str = route.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
+        let span = tracing::info_span!(
+            "request",
+            otel.name = tracing::field::Empty,
+            otel.kind = "server",
+            http.request.method = method.as_str(),
+            http.route = route_str,
+            http.response.status_code = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+        );
+        let ids = if self.observe.tracing_enabled {
+            span.record("otel.name", format!("{method} {route_str}"));
+            let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&Headers(request.headers())));
+            let _ = span.set_parent(parent);
+            let context = span.context();
+            let span_ref = context.span();
+            let sc = span_ref.span_context();
+            TraceIds::new(sc.trace_id().to_bytes(), sc.span_id().to_bytes(), sc.is_sampled())
+        } else {
+            let (trace_id, sampled) = parse_traceparent(request.headers())
+                .unwrap_or_else(|| ((u128::from(random_u64()) << 64 | u128::from(random_u64())).to_be_bytes(), false));
+            TraceIds::new(trace_id, random_u64().to_be_bytes(), sampled)
+        };
+        if !span.is_disabled() {
+            span.record("trace_id", ids.trace_id());
+            span.record("span_id", ids.span_id());
+        }
+        let in_flight = InFlight::start(&self.observe.metrics);
+        let inner = span.in_scope(|| self.inner.call(request));
+        Observed { inner, span, done: Some(Done { started, method, route, ids, in_flight }) }
+    }
+}
 
+/// What the response needs from the request.
+struct Done {
+    started: Instant,
+    method: Method,
+    route: Option<MatchedPath>,
+    ids: TraceIds,
+    in_flight: InFlight,
+}
+
+const UNMATCHED: &str = "unmatched";
+
+pin_project_lite::pin_project! {
+    /// The route's future, polled inside the request span; records the response when ready.
+    pub struct Observed<F> {
+        #[pin]
+        inner: F,
+        span: Span,
+        done: Option<Done>,
+    }
+}
+
+impl<F, E> Future for Observed<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = {
+            let _entered = this.span.enter();
+            ready!(this.inner.poll(cx))
+        };
+        Poll::Ready(match (result, this.done.take()) {
+            (Ok(response), Some(done)) => Ok(finish(this.span, done, response)),
+            // The routes are infallible; an error would pass through unobserved.
+            (other, _) => other,
+        })
+    }
+}
+
+/// Record the response: the span's status, the log line, the HTTP metrics, and the
+/// `traceparent` header a client can quote.
+fn finish(span: &Span, done: Done, mut response: Response) -> Response {
+    let Done { started, method, route, ids, in_flight } = done;
     let status = response.status();
-    span.record("http.response.status_code", status.as_u16());
     let elapsed = started.elapsed();
+    span.record("http.response.status_code", status.as_u16());
     span.in_scope(|| {
         let millis = elapsed.as_secs_f64() * 1e3;
         if status.is_server_error() {
@@ -177,7 +276,9 @@ pub async fn observe(State(observe): State<Observe>, request: Request, next: Nex
             tracing::debug!(status = status.as_u16(), elapsed_ms = millis, "request served");
         }
     });
-    observe.metrics.http_request(&method, route, status.as_u16(), elapsed.as_secs_f64());
+    let route = route.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
+    in_flight.0.http_request(&method, route, status.as_u16(), elapsed.as_secs_f64());
+    drop(in_flight);
     if let Ok(value) = HeaderValue::from_str(ids.traceparent()) {
         response.headers_mut().insert("traceparent", value);
     }

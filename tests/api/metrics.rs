@@ -169,8 +169,12 @@ async fn wait_for_gauge(app: &TestApp, expected: f64) {
 async fn every_instance_reports_the_same_exact_active_count() {
     let redis = RedisServer::start();
     let tweak = |c: &mut sessiond::Config| {
-        c.active_sessions_refresh = Duration::from_millis(100);
-        c.idle_timeout = Duration::from_secs(2);
+        // Each refresh is 4 096 ZCOUNTs per instance: more often would keep Redis busy enough
+        // to slow the test's own logins on a small machine.
+        c.active_sessions_refresh = Duration::from_millis(250);
+        // Long enough for three logins and the gauge waits on a loaded machine, short enough
+        // to watch a session expire.
+        c.idle_timeout = Duration::from_secs(5);
         c.absolute_timeout = Duration::from_secs(60);
     };
     let a = spawn_app_with(Some(&redis), tweak).await;
@@ -185,9 +189,9 @@ async fn every_instance_reports_the_same_exact_active_count() {
     for app in [&a, &b] {
         wait_for_gauge(app, 2.0).await;
     }
-    // Keep carol alive; bob's session expires by TTL (idle 2 s) with nobody touching it.
+    // Keep carol alive; bob's session expires by TTL (idle 5 s) with nobody touching it.
     let started = Instant::now();
-    while started.elapsed() < Duration::from_millis(2_500) {
+    while started.elapsed() < Duration::from_millis(5_500) {
         assert_eq!(a.profile_status(&carol).await, StatusCode::OK);
         tokio::time::sleep(Duration::from_millis(400)).await;
     }
