@@ -14,7 +14,7 @@
 #      flood that per-address limits and the network edge must stop, reported for
 #      completeness (FLOOD_CONNECTIONS=0 skips it).
 #
-#   scripts/bench-login-flood.sh        # RATE=1000 DURATION=20 FLOOD_RATE=1000 ROUNDS=3 FLOOD_CONNECTIONS=64
+#   scripts/bench-login-flood.sh        # RATE=1000 DURATION=20 FLOOD_RATE=1000 ROUNDS=5 FLOOD_CONNECTIONS=64
 #
 # Steps 1 and 2 alternate ROUNDS times and the medians are compared.
 set -euo pipefail
@@ -22,7 +22,7 @@ cd "$(dirname "$0")/.."
 RATE=${RATE:-1000}
 DURATION=${DURATION:-20}
 FLOOD_RATE=${FLOOD_RATE:-1000}
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
 FLOOD_CONNECTIONS=${FLOOD_CONNECTIONS:-64}
 OUT=${OUT:-loadtest/results}
 mkdir -p "$OUT"

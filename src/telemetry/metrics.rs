@@ -80,6 +80,12 @@ pub struct Metrics {
     /// sets. Methods and route templates are closed sets (unknown paths are `unmatched`).
     http: RwLock<HashMap<u64, Vec<HttpSeries>>>,
     http_hasher: RandomState,
+    /// Counters with one label whose values are closed sets of `&'static str` (login
+    /// outcomes, limiters…), by (name, label value), resolved on first use: a refused login
+    /// in a flood then costs no label building or registry lookup.
+    counters: RwLock<HashMap<(&'static str, &'static str), Counter>>,
+    /// The same for histograms (`op` of Redis commands and password hashing).
+    histograms: RwLock<HashMap<(&'static str, &'static str), Histogram>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -137,6 +143,8 @@ impl Metrics {
             }),
             http: RwLock::new(HashMap::new()),
             http_hasher: RandomState::new(),
+            counters: RwLock::new(HashMap::new()),
+            histograms: RwLock::new(HashMap::new()),
             recorder,
             handle,
             process,
@@ -167,6 +175,28 @@ impl Metrics {
 
     fn histogram(&self, name: &'static str, labels: Vec<Label>) -> Histogram {
         self.recorder.register_histogram(&Key::from_parts(name, labels), &METADATA)
+    }
+
+    /// `use_it` on the counter `name{label=value}`, registered on first use.
+    fn with_counter(
+        &self,
+        name: &'static str,
+        label_key: &'static str,
+        value: &'static str,
+        use_it: impl Fn(&Counter),
+    ) {
+        with_cached(&self.counters, (name, value), || self.counter(name, vec![label(label_key, value)]), use_it);
+    }
+
+    /// `use_it` on the histogram `name{label=value}`, registered on first use.
+    fn with_histogram(
+        &self,
+        name: &'static str,
+        label_key: &'static str,
+        value: &'static str,
+        use_it: impl Fn(&Histogram),
+    ) {
+        with_cached(&self.histograms, (name, value), || self.histogram(name, vec![label(label_key, value)]), use_it);
     }
 
     /// The Prometheus text exposition, with fresh process metrics.
@@ -239,12 +269,12 @@ impl Metrics {
 
     /// A login attempt ended with `outcome` (one of [`LOGIN_OUTCOMES`]).
     pub fn login(&self, outcome: &'static str) {
-        self.counter(LOGINS_TOTAL, vec![label("outcome", outcome)]).increment(1);
+        self.with_counter(LOGINS_TOTAL, "outcome", outcome, |c| c.increment(1));
     }
 
     /// A registration ended with `outcome` (one of [`REGISTRATION_OUTCOMES`]).
     pub fn registration(&self, outcome: &'static str) {
-        self.counter(REGISTRATIONS_TOTAL, vec![label("outcome", outcome)]).increment(1);
+        self.with_counter(REGISTRATIONS_TOTAL, "outcome", outcome, |c| c.increment(1));
     }
 
     /// A validation ended with `outcome` (one of [`VALIDATION_OUTCOMES`]).
@@ -268,13 +298,13 @@ impl Metrics {
     /// `count` sessions ended for `reason` (one of [`REVOKE_REASONS`]).
     pub fn sessions_revoked(&self, reason: &'static str, count: u64) {
         if count > 0 {
-            self.counter(SESSIONS_REVOKED_TOTAL, vec![label("reason", reason)]).increment(count);
+            self.with_counter(SESSIONS_REVOKED_TOTAL, "reason", reason, |c| c.increment(count));
         }
     }
 
     /// A store call on Redis took `seconds` and failed with `error_kind`, if any.
     pub fn redis_command(&self, op: &'static str, seconds: f64, error_kind: Option<&'static str>) {
-        self.histogram(REDIS_COMMAND_DURATION_SECONDS, vec![label("op", op)]).record(seconds);
+        self.with_histogram(REDIS_COMMAND_DURATION_SECONDS, "op", op, |h| h.record(seconds));
         if let Some(kind) = error_kind {
             self.counter(REDIS_ERRORS_TOTAL, vec![label("op", op), label("kind", kind)]).increment(1);
         }
@@ -293,13 +323,27 @@ impl Metrics {
 
     /// A password hash (`op` = `hash` or `verify`) took `seconds`.
     pub fn password_hash(&self, op: &'static str, seconds: f64) {
-        self.histogram(PASSWORD_HASH_DURATION_SECONDS, vec![label("op", op)]).record(seconds);
+        self.with_histogram(PASSWORD_HASH_DURATION_SECONDS, "op", op, |h| h.record(seconds));
     }
 
     /// A request was refused by `limiter`.
     pub fn rate_limited(&self, limiter: &'static str) {
-        self.counter(RATE_LIMITED_TOTAL, vec![label("limiter", limiter)]).increment(1);
+        self.with_counter(RATE_LIMITED_TOTAL, "limiter", limiter, |c| c.increment(1));
     }
+}
+
+fn with_cached<T>(
+    map: &RwLock<HashMap<(&'static str, &'static str), T>>,
+    key: (&'static str, &'static str),
+    make: impl FnOnce() -> T,
+    use_it: impl Fn(&T),
+) {
+    if let Some(handle) = map.read().unwrap_or_else(PoisonError::into_inner).get(&key) {
+        use_it(handle);
+        return;
+    }
+    let mut map = map.write().unwrap_or_else(PoisonError::into_inner);
+    use_it(map.entry(key).or_insert_with(make));
 }
 
 fn describe(recorder: &PrometheusRecorder) {
