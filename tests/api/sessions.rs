@@ -5,6 +5,20 @@ use serde_json::Value;
 
 use crate::helpers::*;
 
+/// Log in with this `User-Agent`; the 200 body.
+async fn login_from(app: &TestApp, username: &str, user_agent: &str) -> Value {
+    let r = app
+        .client
+        .post(app.url("/v1/auth/login"))
+        .header("user-agent", user_agent)
+        .json(&serde_json::json!({ "username": username, "password": PASSWORD }))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), StatusCode::OK);
+    r.json().await.expect("json")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_is_newest_first_and_marks_the_current_session() {
     let redis = RedisServer::start();
@@ -12,15 +26,7 @@ async fn list_is_newest_first_and_marks_the_current_session() {
     app.register("lister", PASSWORD).await;
     let mut ids = Vec::new();
     for agent in ["agent/1", "agent/2", "agent/3"] {
-        let r = app
-            .client
-            .post(app.url("/v1/auth/login"))
-            .header("user-agent", agent)
-            .json(&serde_json::json!({ "username": "lister", "password": PASSWORD }))
-            .send()
-            .await
-            .expect("send");
-        let body: Value = r.json().await.expect("json");
+        let body = login_from(&app, "lister", agent).await;
         ids.push((body["session_id"].as_str().expect("id").to_owned(), token_of(&body)));
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
@@ -120,16 +126,7 @@ async fn a_browser_session_is_listed_by_browser_and_system() {
     app.register("browser-user", PASSWORD).await;
     let chrome = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) \
                   Chrome/131.0.0.0 Safari/537.36";
-    let r = app
-        .client
-        .post(app.url("/v1/auth/login"))
-        .header("user-agent", chrome)
-        .json(&serde_json::json!({ "username": "browser-user", "password": PASSWORD }))
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(r.status(), StatusCode::OK);
-    let token = token_of(&r.json().await.expect("json"));
+    let token = token_of(&login_from(&app, "browser-user", chrome).await);
     let body: Value = app.get("/v1/sessions", &token).await.json().await.expect("json");
     assert_eq!(body["sessions"][0]["device"], "Chrome 131 on Windows", "{body}");
     // What Redis holds is the label, never the header.
