@@ -134,3 +134,28 @@ async fn a_browser_session_is_listed_by_browser_and_system() {
     let key = keys.iter().find(|k| k.contains(":sess:")).expect("a session key");
     assert_eq!(redis.cmd(&["HGET", key, "d"]).text(), "Chrome 131 on Windows");
 }
+
+/// A session hash in another layout (as an older build wrote it: `sid`, `user`, absolute times)
+/// is not a session: its token gets a 401, not an error, and the owner's other sessions list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_in_an_older_layout_is_refused_cleanly() {
+    let redis = RedisServer::start();
+    let app = spawn_app_with(Some(&redis), |c| c.validation_cache_ttl = std::time::Duration::ZERO).await;
+    app.register("old-layout", PASSWORD).await;
+    let old = token_of(&login_from(&app, "old-layout", "agent/old").await);
+    let keys = redis.keys();
+    let key = keys.iter().find(|k| k.contains(":sess:")).expect("the session key").clone();
+    let current = login_from(&app, "old-layout", "agent/new").await;
+    let fields = redis.cmd(&["HMGET", &key, "s", "u", "c"]).strings();
+    let (sid, user, created) = (&fields[0], &fields[1], &fields[2]);
+    redis.cmd(&["HDEL", &key, "s", "u"]);
+    redis.cmd(&["HSET", &key, "sid", sid, "user", user, "l", created]);
+
+    assert_eq!(app.profile_status(&old).await, StatusCode::UNAUTHORIZED);
+    let r = app.get("/v1/sessions", &token_of(&current)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let body: Value = r.json().await.expect("json");
+    let listed: Vec<&str> =
+        body["sessions"].as_array().expect("array").iter().filter_map(|s| s["session_id"].as_str()).collect();
+    assert_eq!(listed, vec![current["session_id"].as_str().expect("id")]);
+}

@@ -6,16 +6,14 @@ local out, o = {}, nil
 local index = redis.call('HGETALL', KEYS[1])
 for n = 1, #index, 2 do
   local sid, h = index[n], index[n + 1]
-  local raw = redis.call('HGETALL', ARGV[1] .. 'sess:' .. h)
-  if #raw == 0 then
+  local f = fields_of(redis.call('HGETALL', ARGV[1] .. 'sess:' .. h))
+  if not usable(f) then
+    -- Gone (or written by an older build): forget it.
     redis.call('HDEL', KEYS[1], sid)
     redis.call('ZREM', active_set(KEYS[2], sid), sid)
-  else
-    local f = fields_of(raw)
-    if now < deadline(f) then
-      o = o or owner(ARGV[1], f.u)
-      out[#out + 1] = row(f, o)
-    end
+  elseif now < deadline(f) then
+    o = o or owner(ARGV[1], f.u)
+    out[#out + 1] = row(f, o)
   end
 end
 return out

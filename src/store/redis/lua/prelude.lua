@@ -39,11 +39,21 @@ local function drop(prefix, session_key, active_key, sid, user)
   redis.call('HDEL', prefix .. 'user-sessions:' .. user, sid)
 end
 
+-- Whether a session hash has every field this format writes. One written by an older build
+-- with another layout is not a session any more: its holder logs in again (a 401, not an error).
+local function usable(f)
+  return f.s and f.u and f.c and f.l and f.i and f.e
+end
+
 -- A live session's fields, or nil and a reply code: 0 missing, 1 expired (and now deleted).
 local function load_live(prefix, session_key, active_key, now)
   local raw = redis.call('HGETALL', session_key)
   if #raw == 0 then return nil, 0 end
   local f = fields_of(raw)
+  if not usable(f) then
+    redis.call('DEL', session_key)
+    return nil, 0
+  end
   if now >= deadline(f) then
     drop(prefix, session_key, active_key, f.s, f.u)
     return nil, 1
