@@ -58,6 +58,7 @@ impl Application {
             config.argon2_parallelism,
             config.effective_hash_concurrency(),
             usize::from(config.hash_queue),
+            config.hash_flood_share,
             metrics.clone(),
         )?);
         let limiters = Limiters::new(

@@ -174,6 +174,13 @@ pub struct Config {
     #[arg(long, env = "SESSIOND_HASH_QUEUE", default_value_t = 32)]
     pub hash_queue: u16,
 
+    /// Share of the time (1-100 %) each hashing thread may hash during a password-guessing
+    /// flood: while the hashing pool refuses logins and most verifications fail. It keeps a
+    /// flood from holding a CPU busy (which slows validations even at idle priority);
+    /// `100` hashes flat out whatever the traffic.
+    #[arg(long, env = "SESSIOND_HASH_FLOOD_SHARE", default_value_t = 20, value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub hash_flood_share: u8,
+
     /// Log format.
     #[arg(long, env = "SESSIOND_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
     pub log_format: LogFormat,

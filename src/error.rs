@@ -148,8 +148,17 @@ impl Error {
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         match &self {
-            Self::Unavailable(error) => tracing::warn!(%error, "store unavailable"),
-            Self::Internal(error) => tracing::error!(%error, "internal error"),
+            // Each within a per-second budget; the metrics count every one.
+            Self::Unavailable(error) => {
+                if let Some(suppressed) = crate::telemetry::log_budget::STORE_UNAVAILABLE.take() {
+                    tracing::warn!(%error, suppressed, "store unavailable");
+                }
+            }
+            Self::Internal(error) => {
+                if let Some(suppressed) = crate::telemetry::log_budget::INTERNAL_ERRORS.take() {
+                    tracing::error!(%error, suppressed, "internal error");
+                }
+            }
             _ => {}
         }
         let status = self.status();

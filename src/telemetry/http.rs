@@ -271,7 +271,10 @@ fn finish(span: &Span, done: Done, mut response: Response) -> Response {
         let millis = elapsed.as_secs_f64() * 1e3;
         if status.is_server_error() {
             span.record("otel.status_code", "ERROR");
-            tracing::warn!(status = status.as_u16(), elapsed_ms = millis, "request failed");
+            // Within a per-second budget: a shed flood must not become a log flood.
+            if let Some(suppressed) = super::log_budget::FAILED_REQUESTS.take() {
+                tracing::warn!(status = status.as_u16(), elapsed_ms = millis, suppressed, "request failed");
+            }
         } else {
             tracing::debug!(status = status.as_u16(), elapsed_ms = millis, "request served");
         }

@@ -9,6 +9,7 @@
 //! Nothing secret is ever recorded: spans and log lines name a session by its public id.
 
 pub mod http;
+pub(crate) mod log_budget;
 pub mod metrics;
 
 use opentelemetry::trace::TracerProvider as _;

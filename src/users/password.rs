@@ -7,14 +7,22 @@
 //! of their own, and resident memory grows with every new thread. At most `queue` hashes wait
 //! for a thread; past that a login is refused at once (503) instead of queueing until its
 //! client gives up. The hashing threads run under `SCHED_IDLE`, so a login flood takes only
-//! the CPU that validations leave over. Unknown
+//! the CPU that validations leave over.
+//!
+//! That is not enough on a small or shared host: a CPU kept busy, even at idle priority,
+//! roughly doubles the tail latency of everything else on a two-CPU virtual machine (measured
+//! in `docs/performance.md`). So a password-guessing flood gets less: while the pool is refusing
+//! logins *and* most recent verifications failed, each hashing thread rests between hashes so
+//! that it hashes at most `flood_share` of the time, and the queue shrinks in proportion so
+//! that waiting logins are not held longer. A surge of real logins (mostly correct passwords)
+//! keeps the full rate. A job whose client has already gone is dropped unhashed. Unknown
 //! usernames are verified against a dummy hash with the same parameters, so the response time
 //! does not reveal whether an account exists.
 
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
 
 use argon2::password_hash::phc::{Output, PasswordHash};
 use argon2::{Algorithm, Argon2, Block, Params, PasswordHasher as _, Version};
@@ -69,6 +77,112 @@ pub struct Passwords {
     /// that a login the pool cannot take is refused before it costs any Redis work.
     reserved: Arc<AtomicUsize>,
     capacity: usize,
+    /// The capacity while a guessing flood is detected: the queue shrunk by `flood_share`.
+    flood_capacity: usize,
+    /// What the pool has seen lately, shared with the hashing threads.
+    flood: Arc<FloodDetector>,
+}
+
+/// Milliseconds since the first call in this process: a cheap clock for the flood detector.
+fn now_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    u64::try_from(START.get_or_init(Instant::now).elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Tells a password-guessing flood from a surge of real logins: the pool has refused a login
+/// within the last second, and most verifications of the current and the previous second
+/// failed.
+struct FloodDetector {
+    /// The share of time (1-100 %) a hashing thread may hash while a flood is detected.
+    share: u64,
+    /// When the pool last refused a reservation (`now_ms`, +1 so that 0 means never).
+    last_refusal: AtomicU64,
+    /// The second that `verified` and `failed` count, and the counts of the second before.
+    window: AtomicU64,
+    verified: AtomicU64,
+    failed: AtomicU64,
+    previous: AtomicU64,
+}
+
+impl FloodDetector {
+    fn new(share: u8) -> Self {
+        Self {
+            share: u64::from(share.clamp(1, 100)),
+            last_refusal: AtomicU64::new(0),
+            window: AtomicU64::new(0),
+            verified: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            previous: AtomicU64::new(0),
+        }
+    }
+
+    fn refused(&self) {
+        self.refused_at(now_ms());
+    }
+
+    fn refused_at(&self, now: u64) {
+        self.last_refusal.store(now + 1, Ordering::Relaxed);
+    }
+
+    fn verified(&self, matched: bool) {
+        self.verified_at(now_ms(), matched);
+    }
+
+    /// Count one verification. `previous` packs the last second's counts (verified << 32 |
+    /// failed); a race at the turn of a second may misplace a count or two, which is harmless.
+    fn verified_at(&self, now: u64, matched: bool) {
+        let second = now / 1000;
+        let window = self.window.load(Ordering::Relaxed);
+        if window != second
+            && self.window.compare_exchange(window, second, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            let (v, f) = (self.verified.swap(0, Ordering::Relaxed), self.failed.swap(0, Ordering::Relaxed));
+            let max = u64::from(u32::MAX);
+            let packed = if second == window + 1 { (v.min(max) << 32) | f.min(max) } else { 0 };
+            self.previous.store(packed, Ordering::Relaxed);
+        }
+        self.verified.fetch_add(1, Ordering::Relaxed);
+        if !matched {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether a guessing flood is going on now.
+    fn active(&self) -> bool {
+        self.active_at(now_ms())
+    }
+
+    fn active_at(&self, now: u64) -> bool {
+        if self.share >= 100 {
+            return false;
+        }
+        let last = self.last_refusal.load(Ordering::Relaxed);
+        if last == 0 || now + 1 > last + 1000 {
+            return false;
+        }
+        let (mut verified, mut failed) = (0, 0);
+        let window = self.window.load(Ordering::Relaxed);
+        if window + 1 >= now / 1000 {
+            let previous = if window == now / 1000 { self.previous.load(Ordering::Relaxed) } else { 0 };
+            verified = self.verified.load(Ordering::Relaxed) + (previous >> 32);
+            failed = self.failed.load(Ordering::Relaxed) + (previous & u64::from(u32::MAX));
+        }
+        verified > 0 && failed * 2 > verified
+    }
+
+    /// How long a hashing thread rests after a hash that took `took`: during a flood, long
+    /// enough that hashing takes `share` of the thread's time (at most a second).
+    fn rest_after(&self, took: Duration) -> Duration {
+        if !self.active() {
+            return Duration::ZERO;
+        }
+        self.rest_during_flood(took)
+    }
+
+    fn rest_during_flood(&self, took: Duration) -> Duration {
+        let share = u32::try_from(self.share).unwrap_or(100).max(1);
+        (took.saturating_mul(100 - share.min(100)) / share).min(Duration::from_secs(1))
+    }
 }
 
 /// A reserved place in the hashing pool, taken by [`Passwords::reserve`] before any other
@@ -141,20 +255,26 @@ fn verify_in(workspace: &mut Workspace, password: &[u8], phc: &str) -> bool {
 }
 
 impl HashWorkers {
-    fn start(threads: usize, queue: usize) -> std::io::Result<Self> {
+    fn start(threads: usize, queue: usize, flood: &Arc<FloodDetector>) -> std::io::Result<Self> {
         let (jobs, receiver) = mpsc::sync_channel::<Job>(queue);
         let receiver = Arc::new(Mutex::new(receiver));
         for n in 0..threads.max(1) {
             let receiver = receiver.clone();
+            let flood = flood.clone();
             std::thread::Builder::new().name(format!("sessiond-hash-{n}")).spawn(move || {
                 lower_priority();
                 let mut workspace = Workspace::new();
                 loop {
                     let job = receiver.lock().unwrap_or_else(PoisonError::into_inner).recv();
                     let Ok(job) = job else { return };
+                    let started = Instant::now();
                     // A panicking hash answers its caller with an error (its result channel is
                     // dropped) and must not take the thread with it.
                     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut workspace)));
+                    let rest = flood.rest_after(started.elapsed());
+                    if !rest.is_zero() {
+                        std::thread::sleep(rest);
+                    }
                 }
             })?;
         }
@@ -179,6 +299,7 @@ impl Passwords {
         parallelism: u32,
         concurrency: usize,
         queue: usize,
+        flood_share: u8,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
         let params = Params::new(memory_kib, iterations, parallelism, None)
@@ -189,9 +310,20 @@ impl Passwords {
             .map_err(|e| anyhow::anyhow!("argon2 self-test failed: {e}"))?
             .to_string();
         let capacity = concurrency.max(1) + queue;
+        let flood = Arc::new(FloodDetector::new(flood_share));
+        let flood_capacity = concurrency.max(1) + (queue * usize::try_from(flood.share).unwrap_or(100)).div_ceil(100);
         // The channel holds every reserved job, so a send with a reservation never fails.
-        let workers = HashWorkers::start(concurrency, capacity)?;
-        Ok(Self { argon, workers, dummy_hash, metrics, reserved: Arc::new(AtomicUsize::new(0)), capacity })
+        let workers = HashWorkers::start(concurrency, capacity, &flood)?;
+        Ok(Self {
+            argon,
+            workers,
+            dummy_hash,
+            metrics,
+            reserved: Arc::new(AtomicUsize::new(0)),
+            capacity,
+            flood_capacity,
+            flood,
+        })
     }
 
     /// Reserve a place in the hashing pool.
@@ -199,9 +331,11 @@ impl Passwords {
     /// # Errors
     /// [`Error::Overloaded`] at once when every thread is busy and the queue is full.
     pub fn reserve(&self) -> Result<HashSlot, Error> {
+        let capacity = if self.flood.active() { self.flood_capacity } else { self.capacity };
         let taken =
-            self.reserved.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.capacity).then_some(n + 1));
+            self.reserved.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < capacity).then_some(n + 1));
         if taken.is_err() {
+            self.flood.refused();
             self.metrics.rate_limited("hash_pool");
             return Err(Error::Overloaded);
         }
@@ -232,9 +366,15 @@ impl Passwords {
             Some(phc) => (phc.to_owned(), true),
             None => (self.dummy_hash.clone(), false),
         };
-        let matched =
-            self.on_pool(slot, "verify", move |workspace| verify_in(workspace, password.as_bytes(), &phc)).await?;
-        Ok(matched && known)
+        let flood = self.flood.clone();
+        let matched = self
+            .on_pool(slot, "verify", move |workspace| {
+                let matched = verify_in(workspace, password.as_bytes(), &phc) && known;
+                flood.verified(matched);
+                matched
+            })
+            .await?;
+        Ok(matched)
     }
 
     async fn on_pool<T: Send + 'static>(
@@ -245,6 +385,11 @@ impl Passwords {
     ) -> Result<T, Error> {
         let (done, finished) = oneshot::channel();
         let job: Job = Box::new(move |workspace| {
+            // The request ended while this job waited (its client gave up, or the request
+            // timeout answered it): hashing now would help nobody.
+            if done.is_closed() {
+                return;
+            }
             let started = Instant::now();
             let result = work(workspace);
             let _ = done.send((result, started.elapsed()));
@@ -294,5 +439,51 @@ mod tests {
         for malformed in ["", "$argon2id$v=19$m=256,t=1,p=1$", "not a hash", "$scrypt$ln=1,r=8,p=1$c2FsdA$aGFzaA"] {
             assert!(!verify_in(&mut workspace, b"correct horse", malformed), "{malformed:?}");
         }
+    }
+
+    #[test]
+    fn a_flood_is_refusals_with_mostly_failed_verifications() {
+        let flood = FloodDetector::new(20);
+        let t = 50_000;
+        for _ in 0..5 {
+            flood.verified_at(t, false);
+        }
+        assert!(!flood.active_at(t), "failures alone, with nothing refused, are no flood");
+        flood.refused_at(t);
+        assert!(flood.active_at(t + 10));
+        // The failures of the second before still count; a second after the last refusal, it is over.
+        assert!(flood.active_at(t + 999));
+        assert!(!flood.active_at(t + 1_001));
+        flood.refused_at(t + 1_200);
+        assert!(flood.active_at(t + 1_300), "last second's failures count");
+        assert!(!flood.active_at(t + 2_100), "the failures are two seconds old");
+        flood.refused_at(t + 2_500);
+        assert!(!flood.active_at(t + 2_600), "verifications two seconds old do not count");
+    }
+
+    #[test]
+    fn a_surge_of_correct_passwords_is_no_flood() {
+        let flood = FloodDetector::new(20);
+        let t = 70_000;
+        for n in 0..30 {
+            flood.verified_at(t + n, n % 3 == 0); // one in three correct: still a flood
+        }
+        flood.refused_at(t + 30);
+        assert!(flood.active_at(t + 40));
+        for n in 0..40 {
+            flood.verified_at(t + 50 + n, n % 10 != 0); // nine in ten correct
+        }
+        assert!(!flood.active_at(t + 100), "mostly correct passwords: a surge, not a flood");
+        assert!(!FloodDetector::new(100).active_at(0), "a share of 100 % never rests");
+    }
+
+    #[test]
+    fn during_a_flood_a_thread_hashes_its_share_of_the_time() {
+        let took = Duration::from_millis(19);
+        assert_eq!(FloodDetector::new(20).rest_during_flood(took), Duration::from_millis(76));
+        assert_eq!(FloodDetector::new(50).rest_during_flood(took), took);
+        assert_eq!(FloodDetector::new(100).rest_during_flood(took), Duration::ZERO);
+        assert_eq!(FloodDetector::new(1).rest_during_flood(took), Duration::from_secs(1), "capped at a second");
+        assert_eq!(FloodDetector::new(20).rest_after(took), Duration::ZERO, "no flood, no rest");
     }
 }

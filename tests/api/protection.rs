@@ -239,3 +239,59 @@ async fn a_login_flood_is_shed_fast_instead_of_queueing() {
     eprintln!("validation during the flood took {validation_time:?}; shed logins answered in {:?}", shed[0].1);
     assert!(rate_limited_total(&app.metrics_text().await, "hash_pool") >= 8);
 }
+
+/// The mean verification time so far, from sessiond's own histogram.
+fn mean_verify_seconds(metrics: &str) -> f64 {
+    let value = |suffix: &str| {
+        let prefix = format!("sessiond_password_hash_duration_seconds_{suffix}{{op=\"verify\"}} ");
+        metrics.lines().find_map(|l| l.strip_prefix(&prefix)).map_or(0.0, |v| v.parse::<f64>().expect("number"))
+    };
+    value("sum") / value("count").max(1.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guessing_flood_gets_a_share_of_the_hashing_thread() {
+    let redis = RedisServer::start();
+    let app = spawn_app_with(Some(&redis), |c| {
+        c.argon2_memory_kib = 2_048;
+        c.argon2_iterations = 1;
+        c.hash_concurrency = Some(1);
+        c.hash_queue = 8;
+        c.hash_flood_share = 20;
+    })
+    .await;
+    app.register("guessed", PASSWORD).await;
+    // A wrong guess every 15 ms for 3 s, far more than one thread verifies: the pool takes
+    // some, refuses the rest, and every verification it runs fails: a guessing flood.
+    let started = Instant::now();
+    let attempts = join_all((0..200u32).map(|n| {
+        let app = &app;
+        async move {
+            tokio::time::sleep(Duration::from_millis(15) * n).await;
+            let status = app.login_response("guessed", "wrong password!").await.status();
+            (status, started.elapsed())
+        }
+    }))
+    .await;
+    let mut verified: Vec<Duration> =
+        attempts.iter().filter(|(s, _)| *s == StatusCode::UNAUTHORIZED).map(|(_, at)| *at).collect();
+    let shed = attempts.iter().filter(|(s, _)| *s == StatusCode::SERVICE_UNAVAILABLE).count();
+    assert_eq!(verified.len() + shed, attempts.len(), "only 401 or 503: {attempts:?}");
+    assert!(shed >= 100, "{} verified, {shed} shed", verified.len());
+    verified.sort();
+    let hash = mean_verify_seconds(&app.metrics_text().await);
+    assert!(hash > 0.0, "verifications were timed");
+    // Once the flood is detected, each hash is followed by a rest of 4x its duration (share
+    // 20 %): consecutive failed verifications complete about 5 hash times apart, where a
+    // thread hashing flat out completes them one hash time apart. Sleeping can only make the
+    // gaps longer; the median leaves out the first ones, before any refusal was seen.
+    let mut gaps: Vec<f64> = verified.windows(2).map(|w| (w[1] - w[0]).as_secs_f64()).collect();
+    assert!(gaps.len() >= 3, "{} verified", verified.len());
+    gaps.sort_by(f64::total_cmp);
+    let median = gaps[gaps.len() / 2];
+    assert!(median >= 3.0 * hash, "gaps {gaps:?} against a mean hash of {hash:.4} s");
+    // Once the guessing stops (no refusal for a second), a correct password is verified at
+    // the full rate again and succeeds.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    assert_eq!(app.login_response("guessed", PASSWORD).await.status(), StatusCode::OK);
+}
