@@ -230,6 +230,16 @@ fn lower_priority() {
     }
 }
 
+/// Size `workspace` to the memory cost of `argon` (grown or shrunk only when it differs).
+fn fit(workspace: &mut Workspace, argon: &Argon2<'_>) {
+    let blocks = argon.params().block_count();
+    if workspace.len() != blocks {
+        workspace.clear();
+        workspace.resize(blocks, Block::default());
+        workspace.shrink_to_fit();
+    }
+}
+
 /// Verify `password` against a PHC string, computing in `workspace` (grown to the hash's memory
 /// cost when needed). Any malformed or unsupported PHC string is a mismatch. The final
 /// comparison is constant-time (`Output`'s equality).
@@ -240,12 +250,7 @@ fn verify_in(workspace: &mut Workspace, password: &[u8], phc: &str) -> bool {
     let Ok(version) = hash.version.map(Version::try_from).transpose() else { return false };
     let Ok(params) = Params::try_from(&hash) else { return false };
     let argon = Argon2::new(algorithm, version.unwrap_or_default(), params);
-    let blocks = argon.params().block_count();
-    if workspace.len() != blocks {
-        workspace.clear();
-        workspace.resize(blocks, Block::default());
-        workspace.shrink_to_fit();
-    }
+    fit(workspace, &argon);
     let mut buffer = [0u8; Output::MAX_LENGTH];
     let Some(out) = buffer.get_mut(..expected.len()) else { return false };
     if argon.hash_password_into_with_memory(password, salt.as_ref(), out, workspace.as_mut_slice()).is_err() {
@@ -262,12 +267,7 @@ fn hash_in(workspace: &mut Workspace, argon: &Argon2<'_>, password: &[u8]) -> Re
     let internal = |e: &dyn fmt::Display| Error::Internal(format!("argon2: {e}"));
     let mut salt = [0u8; argon2::RECOMMENDED_SALT_LEN];
     getrandom::fill(&mut salt).map_err(|e| internal(&e))?;
-    let blocks = argon.params().block_count();
-    if workspace.len() != blocks {
-        workspace.clear();
-        workspace.resize(blocks, Block::default());
-        workspace.shrink_to_fit();
-    }
+    fit(workspace, argon);
     let mut buffer = [0u8; Output::MAX_LENGTH];
     let length = argon.params().output_len().unwrap_or(Params::DEFAULT_OUTPUT_LEN);
     let out = buffer.get_mut(..length).ok_or_else(|| internal(&"output length"))?;
