@@ -5,7 +5,7 @@
 mod device;
 mod policy;
 mod service;
-mod time;
+pub(crate) mod time;
 mod token;
 
 pub use policy::{SessionPolicy, Slide};

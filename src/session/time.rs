@@ -3,9 +3,19 @@
 //! Milliseconds are what Redis `PEXPIRE` speaks and what a Lua number holds exactly, so every
 //! deadline is stored in this one unit; RFC 3339 appears only at the JSON edge.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Serialize, Serializer};
+
+/// Milliseconds on a monotonic clock that starts at the first call in this process: cheap
+/// per-second windows (log budgets, the hashing pool's flood detector) that a wall-clock step
+/// must not disturb.
+#[must_use]
+pub(crate) fn monotonic_millis() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    u64::try_from(START.get_or_init(Instant::now).elapsed().as_millis()).unwrap_or(u64::MAX)
+}
 
 /// Milliseconds since the Unix epoch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

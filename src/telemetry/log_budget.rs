@@ -9,8 +9,8 @@
 //! without a trace.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::OnceLock;
-use std::time::Instant;
+
+use crate::session::time::monotonic_millis;
 
 /// Warnings for failed requests (5xx), server-wide.
 pub(crate) static FAILED_REQUESTS: LogBudget = LogBudget::new(10);
@@ -23,7 +23,7 @@ pub(crate) static INTERNAL_ERRORS: LogBudget = LogBudget::new(100);
 pub(crate) struct LogBudget {
     /// Lines let through in each second.
     per_second: u32,
-    /// The second (since the first use in this process) that `used` counts.
+    /// The second (of [`monotonic_millis`]) that `used` counts.
     window: AtomicU64,
     /// Lines let through in `window` so far.
     used: AtomicU32,
@@ -40,8 +40,7 @@ impl LogBudget {
     /// since the last one; `None` when this second's budget is spent (the line is counted).
     #[must_use = "the line is counted as written or withheld"]
     pub(crate) fn take(&self) -> Option<u64> {
-        static START: OnceLock<Instant> = OnceLock::new();
-        self.take_at(START.get_or_init(Instant::now).elapsed().as_secs())
+        self.take_at(monotonic_millis() / 1000)
     }
 
     fn take_at(&self, second: u64) -> Option<u64> {

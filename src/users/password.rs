@@ -21,7 +21,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
@@ -30,6 +30,7 @@ use tokio::sync::oneshot;
 use tracing::Instrument as _;
 
 use crate::error::Error;
+use crate::session::time::monotonic_millis;
 use crate::telemetry::metrics::Metrics;
 
 /// Longest accepted password, in bytes.
@@ -83,19 +84,13 @@ pub struct Passwords {
     flood: Arc<FloodDetector>,
 }
 
-/// Milliseconds since the first call in this process: a cheap clock for the flood detector.
-fn now_ms() -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    u64::try_from(START.get_or_init(Instant::now).elapsed().as_millis()).unwrap_or(u64::MAX)
-}
-
 /// Tells a password-guessing flood from a surge of real logins: the pool has refused a login
 /// within the last second, and most verifications of the current and the previous second
 /// failed.
 struct FloodDetector {
     /// The share of time (1-100 %) a hashing thread may hash while a flood is detected.
-    share: u64,
-    /// When the pool last refused a reservation (`now_ms`, +1 so that 0 means never).
+    share: u32,
+    /// When the pool last refused a reservation (`monotonic_millis`, +1 so that 0 means never).
     last_refusal: AtomicU64,
     /// The second that `verified` and `failed` count, and the counts of the second before.
     window: AtomicU64,
@@ -107,7 +102,7 @@ struct FloodDetector {
 impl FloodDetector {
     fn new(share: u8) -> Self {
         Self {
-            share: u64::from(share.clamp(1, 100)),
+            share: u32::from(share.clamp(1, 100)),
             last_refusal: AtomicU64::new(0),
             window: AtomicU64::new(0),
             verified: AtomicU64::new(0),
@@ -117,7 +112,7 @@ impl FloodDetector {
     }
 
     fn refused(&self) {
-        self.refused_at(now_ms());
+        self.refused_at(monotonic_millis());
     }
 
     fn refused_at(&self, now: u64) {
@@ -125,7 +120,7 @@ impl FloodDetector {
     }
 
     fn verified(&self, matched: bool) {
-        self.verified_at(now_ms(), matched);
+        self.verified_at(monotonic_millis(), matched);
     }
 
     /// Count one verification. `previous` packs the last second's counts (verified << 32 |
@@ -149,7 +144,7 @@ impl FloodDetector {
 
     /// Whether a guessing flood is going on now.
     fn active(&self) -> bool {
-        self.active_at(now_ms())
+        self.active_at(monotonic_millis())
     }
 
     fn active_at(&self, now: u64) -> bool {
@@ -180,8 +175,7 @@ impl FloodDetector {
     }
 
     fn rest_during_flood(&self, took: Duration) -> Duration {
-        let share = u32::try_from(self.share).unwrap_or(100).max(1);
-        (took.saturating_mul(100 - share.min(100)) / share).min(Duration::from_secs(1))
+        (took.saturating_mul(100 - self.share) / self.share).min(Duration::from_secs(1))
     }
 }
 
@@ -339,7 +333,7 @@ impl Passwords {
             .to_string();
         let capacity = concurrency.max(1) + queue;
         let flood = Arc::new(FloodDetector::new(flood_share));
-        let flood_capacity = concurrency.max(1) + (queue * usize::try_from(flood.share).unwrap_or(100)).div_ceil(100);
+        let flood_capacity = concurrency.max(1) + (queue * flood.share as usize).div_ceil(100);
         // The channel holds every reserved job, so a send with a reservation never fails.
         let workers = HashWorkers::start(concurrency, capacity, &flood)?;
         Ok(Self {
