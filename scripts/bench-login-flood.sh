@@ -40,9 +40,9 @@ CLK_TCK=$(getconf CLK_TCK)
 STEAL_MAX=${STEAL_MAX:-$(( $(nproc) * DURATION * CLK_TCK / 100 ))}
 MAX_TRIES=${MAX_TRIES:-4}
 # Logins that wait for a hash instead of for their next turn: the hashing pool's capacity
-# during a guessing flood, threads + the queue's share (defaults: CPUs - 1, 32, 20 %).
+# during a guessing flood, threads + the queue's share (defaults: CPUs - 1, 32, 2 %).
 HASH_THREADS=$(( $(nproc) > 1 ? $(nproc) - 1 : 1 ))
-HASH_CAPACITY=${HASH_CAPACITY:-$(( HASH_THREADS + (32 * ${SESSIOND_HASH_FLOOD_SHARE:-20} + 99) / 100 ))}
+HASH_CAPACITY=${HASH_CAPACITY:-$(( HASH_THREADS + (32 * ${SESSIOND_HASH_FLOOD_SHARE:-2} + 99) / 100 ))}
 OUT=${OUT:-loadtest/results}
 mkdir -p "$OUT"
 for tool in wrk k6 redis-server redis-cli curl; do

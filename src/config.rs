@@ -176,9 +176,10 @@ pub struct Config {
 
     /// Share of the time (1-100 %) each hashing thread may hash during a password-guessing
     /// flood: while the hashing pool refuses logins and most verifications fail. It keeps a
-    /// flood from holding a CPU busy (which slows validations even at idle priority);
-    /// `100` hashes flat out whatever the traffic.
-    #[arg(long, env = "SESSIOND_HASH_FLOOD_SHARE", default_value_t = 20, value_parser = clap::value_parser!(u8).range(1..=100))]
+    /// flood from holding a CPU busy (which slows validations even at idle priority). A
+    /// hash is followed by at most a second of rest, so with ~20 ms hashes shares below 2 %
+    /// act as 2 %; `100` hashes flat out whatever the traffic.
+    #[arg(long, env = "SESSIOND_HASH_FLOOD_SHARE", default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=100))]
     pub hash_flood_share: u8,
 
     /// Log format.

@@ -29,6 +29,7 @@ pub mod names {
     pub const REDIS_ERRORS_TOTAL: &str = "sessiond_redis_errors_total";
     pub const REDIS_UP: &str = "sessiond_redis_up";
     pub const PASSWORD_HASH_DURATION_SECONDS: &str = "sessiond_password_hash_duration_seconds";
+    pub const PASSWORD_HASH_FLOOD_RESTS_TOTAL: &str = "sessiond_password_hash_flood_rests_total";
     pub const RATE_LIMITED_TOTAL: &str = "sessiond_rate_limited_total";
     pub const BUILD_INFO: &str = "sessiond_build_info";
     pub const VALIDATION_CACHE_LOOKUPS_TOTAL: &str = "sessiond_validation_cache_lookups_total";
@@ -70,6 +71,8 @@ pub struct Metrics {
     sessions_active: Gauge,
     redis_up: Gauge,
     sessions_created: Counter,
+    /// Hashes followed by a flood rest: registered at start so that "no flood" reads 0.
+    flood_rests: Counter,
     /// One counter per outcome, in [`VALIDATION_OUTCOMES`] order: validations are most of
     /// the traffic, so their handles are resolved once, not per event.
     validations: [Counter; 4],
@@ -129,6 +132,7 @@ impl Metrics {
             sessions_active: gauge(SESSIONS_ACTIVE),
             redis_up: gauge(REDIS_UP),
             sessions_created: recorder.register_counter(&Key::from_static_name(SESSIONS_CREATED_TOTAL), &METADATA),
+            flood_rests: recorder.register_counter(&Key::from_static_name(PASSWORD_HASH_FLOOD_RESTS_TOTAL), &METADATA),
             validations: VALIDATION_OUTCOMES.map(|outcome| {
                 recorder.register_counter(
                     &Key::from_parts(SESSION_VALIDATIONS_TOTAL, vec![label("outcome", outcome)]),
@@ -326,6 +330,12 @@ impl Metrics {
         self.with_histogram(PASSWORD_HASH_DURATION_SECONDS, "op", op, |h| h.record(seconds));
     }
 
+    /// A hashing thread rests after a hash because a password-guessing flood is detected: a
+    /// rate above zero means the flood share is in force.
+    pub fn password_hash_flood_rest(&self) {
+        self.flood_rests.increment(1);
+    }
+
     /// A request was refused by `limiter`.
     pub fn rate_limited(&self, limiter: &'static str) {
         self.with_counter(RATE_LIMITED_TOTAL, "limiter", limiter, |c| c.increment(1));
@@ -347,7 +357,7 @@ fn with_cached<T>(
 }
 
 fn describe(recorder: &PrometheusRecorder) {
-    let counters: [(&str, &str); 9] = [
+    let counters: [(&str, &str); 10] = [
         (HTTP_REQUESTS_TOTAL, "HTTP requests served, by method, route template and status."),
         (LOGINS_TOTAL, "Login attempts by outcome."),
         (REGISTRATIONS_TOTAL, "Registration attempts by outcome."),
@@ -356,6 +366,10 @@ fn describe(recorder: &PrometheusRecorder) {
         (SESSION_VALIDATIONS_TOTAL, "Session validations by outcome."),
         (REDIS_ERRORS_TOTAL, "Failed store calls on Redis, by operation and error kind."),
         (RATE_LIMITED_TOTAL, "Requests refused by a rate limiter, by limiter."),
+        (
+            PASSWORD_HASH_FLOOD_RESTS_TOTAL,
+            "Hashes after which a hashing thread rested because a password-guessing flood was detected.",
+        ),
         (
             VALIDATION_CACHE_LOOKUPS_TOTAL,
             "Validations looked up in the in-process cache: hit (answered without Redis) or miss.",

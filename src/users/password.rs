@@ -277,12 +277,17 @@ fn hash_in(workspace: &mut Workspace, argon: &Argon2<'_>, password: &[u8]) -> Re
 }
 
 impl HashWorkers {
-    fn start(threads: usize, queue: usize, flood: &Arc<FloodDetector>) -> std::io::Result<Self> {
+    fn start(
+        threads: usize,
+        queue: usize,
+        flood: &Arc<FloodDetector>,
+        metrics: &Arc<Metrics>,
+    ) -> std::io::Result<Self> {
         let (jobs, receiver) = mpsc::sync_channel::<Job>(queue);
         let receiver = Arc::new(Mutex::new(receiver));
         for n in 0..threads.max(1) {
             let receiver = receiver.clone();
-            let flood = flood.clone();
+            let (flood, metrics) = (flood.clone(), metrics.clone());
             std::thread::Builder::new().name(format!("sessiond-hash-{n}")).spawn(move || {
                 lower_priority();
                 let mut workspace = Workspace::new();
@@ -295,6 +300,7 @@ impl HashWorkers {
                     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut workspace)));
                     let rest = flood.rest_after(started.elapsed());
                     if !rest.is_zero() {
+                        metrics.password_hash_flood_rest();
                         std::thread::sleep(rest);
                     }
                 }
@@ -335,7 +341,7 @@ impl Passwords {
         let flood = Arc::new(FloodDetector::new(flood_share));
         let flood_capacity = concurrency.max(1) + (queue * flood.share as usize).div_ceil(100);
         // The channel holds every reserved job, so a send with a reservation never fails.
-        let workers = HashWorkers::start(concurrency, capacity, &flood)?;
+        let workers = HashWorkers::start(concurrency, capacity, &flood, &metrics)?;
         Ok(Self {
             argon,
             workers,

@@ -79,6 +79,8 @@ async fn a_scripted_flow_moves_the_counters_exactly() {
     // One hash at registration, one verify per login attempt.
     assert_eq!(delta("sessiond_password_hash_duration_seconds_count", &[("op", "hash")]), 1.0);
     assert_eq!(delta("sessiond_password_hash_duration_seconds_count", &[("op", "verify")]), 3.0);
+    // One wrong password among correct ones is no guessing flood: no hashing thread rests.
+    assert_eq!(delta("sessiond_password_hash_flood_rests_total", &[]), 0.0);
     // Store calls: find_user for register and each login, create for each success.
     assert_eq!(delta("sessiond_redis_command_duration_seconds_count", &[("op", "find_user")]), 4.0);
     assert_eq!(delta("sessiond_redis_command_duration_seconds_count", &[("op", "create_session")]), 2.0);
@@ -103,7 +105,8 @@ async fn the_exposition_is_complete_and_clean() {
     let token = token_of(&app.signup_login("hygiene").await);
     assert_eq!(app.get("/v1/sessions/whatever-id", &token).await.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(app.get("/v1/nope/secret-path", &token).await.status(), StatusCode::NOT_FOUND);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The active count is refreshed in the background: wait for it rather than for a fixed time.
+    wait_for_gauge(&app, 1.0).await;
     let text = app.metrics_text().await;
 
     for (name, kind) in [
@@ -119,6 +122,7 @@ async fn the_exposition_is_complete_and_clean() {
         ("sessiond_redis_command_duration_seconds", "histogram"),
         ("sessiond_redis_up", "gauge"),
         ("sessiond_password_hash_duration_seconds", "histogram"),
+        ("sessiond_password_hash_flood_rests_total", "counter"),
         ("sessiond_build_info", "gauge"),
         ("process_cpu_seconds_total", "counter"),
         ("process_resident_memory_bytes", "gauge"),

@@ -240,12 +240,16 @@ async fn a_login_flood_is_shed_fast_instead_of_queueing() {
     assert!(rate_limited_total(&app.metrics_text().await, "hash_pool") >= 8);
 }
 
+/// The value of one series (name with its labels, as exposed), 0 when absent.
+fn sample(metrics: &str, series: &str) -> f64 {
+    let prefix = format!("{series} ");
+    metrics.lines().find_map(|l| l.strip_prefix(&prefix)).map_or(0.0, |v| v.parse::<f64>().expect("number"))
+}
+
 /// The mean verification time so far, from sessiond's own histogram.
 fn mean_verify_seconds(metrics: &str) -> f64 {
-    let value = |suffix: &str| {
-        let prefix = format!("sessiond_password_hash_duration_seconds_{suffix}{{op=\"verify\"}} ");
-        metrics.lines().find_map(|l| l.strip_prefix(&prefix)).map_or(0.0, |v| v.parse::<f64>().expect("number"))
-    };
+    let value =
+        |suffix: &str| sample(metrics, &format!("sessiond_password_hash_duration_seconds_{suffix}{{op=\"verify\"}}"));
     value("sum") / value("count").max(1.0)
 }
 
@@ -279,7 +283,11 @@ async fn a_guessing_flood_gets_a_share_of_the_hashing_thread() {
     assert_eq!(verified.len() + shed, attempts.len(), "only 401 or 503: {attempts:?}");
     assert!(shed >= 100, "{} verified, {shed} shed", verified.len());
     verified.sort();
-    let hash = mean_verify_seconds(&app.metrics_text().await);
+    let metrics = app.metrics_text().await;
+    let hash = mean_verify_seconds(&metrics);
+    // Operators see the share in force: hashes followed by a flood rest are counted.
+    let rests = sample(&metrics, "sessiond_password_hash_flood_rests_total");
+    assert!(rests >= 1.0, "no flood rest counted:\n{metrics}");
     assert!(hash > 0.0, "verifications were timed");
     // Once the flood is detected, each hash is followed by a rest of 4x its duration (share
     // 20 %): consecutive failed verifications complete about 5 hash times apart, where a
