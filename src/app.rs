@@ -77,12 +77,12 @@ impl Application {
             max_sessions_per_user: config.max_sessions_per_user,
         };
         let ready = Arc::new(AtomicBool::new(true));
-        let state = AppState {
+        let state = Arc::new(AppState {
             sessions: SessionService::new(store.clone(), passwords.clone(), policy, metrics.clone(), protection),
             users: UserService::new(store.clone(), passwords, usize::from(config.password_min_length), metrics.clone()),
             cookie: Arc::new(CookieSettings { name: config.cookie_name.clone(), secure: config.cookie_secure }),
             ready: ready.clone(),
-        };
+        });
         let settings = HttpSettings {
             request_timeout: config.request_timeout,
             cors_origins: config.cors_origins.clone(),

@@ -1,5 +1,7 @@
 //! `/v1/auth/*`: register, login, logout, refresh.
 
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -35,14 +37,17 @@ struct SessionIssued<'a> {
 }
 
 /// `POST /v1/auth/register` → 201.
-pub async fn register(State(state): State<AppState>, AppJson(body): AppJson<Credentials>) -> Result<Response, Error> {
+pub async fn register(
+    State(state): State<Arc<AppState>>,
+    AppJson(body): AppJson<Credentials>,
+) -> Result<Response, Error> {
     let user = state.users.register(&body.username, body.password).await?;
     Ok((StatusCode::CREATED, Json(Registered { user_id: user.user_id, username: user.username })).into_response())
 }
 
 /// `POST /v1/auth/login` → 200 with a brand-new session (token in body and cookie).
 pub async fn login(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     PresentedToken(previous): PresentedToken,
     meta: ClientMeta,
     AppJson(body): AppJson<Credentials>,
@@ -52,13 +57,13 @@ pub async fn login(
 }
 
 /// `POST /v1/auth/refresh` → 200: a new token for the same session.
-pub async fn refresh(State(state): State<AppState>, AuthSession(auth): AuthSession) -> Result<Response, Error> {
+pub async fn refresh(State(state): State<Arc<AppState>>, AuthSession(auth): AuthSession) -> Result<Response, Error> {
     let issued = state.sessions.refresh(&auth).await?;
     Ok(issued_response(&state, &issued))
 }
 
 /// `POST /v1/auth/logout` → 204 and a cleared cookie.
-pub async fn logout(State(state): State<AppState>, AuthSession(auth): AuthSession) -> Result<Response, Error> {
+pub async fn logout(State(state): State<Arc<AppState>>, AuthSession(auth): AuthSession) -> Result<Response, Error> {
     state.sessions.logout(&auth).await?;
     let mut response = StatusCode::NO_CONTENT.into_response();
     if let Some(cookie) = state.cookie.clear() {

@@ -9,6 +9,7 @@
 //! * [`ClientMeta`] — address and `User-Agent` recorded with a new session.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
@@ -123,10 +124,10 @@ fn credential(parts: &Parts, cookie_name: &str) -> Option<Result<SessionToken, E
 /// revoked alike) or 503 (store unavailable — never treated as valid).
 pub struct AuthSession(pub Authenticated);
 
-impl FromRequestParts<AppState> for AuthSession {
+impl FromRequestParts<Arc<AppState>> for AuthSession {
     type Rejection = Error;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Error> {
         let token = match credential(parts, &state.cookie.name) {
             Some(Ok(token)) => token,
             Some(Err(error)) => {
@@ -142,10 +143,10 @@ impl FromRequestParts<AppState> for AuthSession {
 /// A credential the request carried, if any (not validated).
 pub struct PresentedToken(pub Option<SessionToken>);
 
-impl FromRequestParts<AppState> for PresentedToken {
+impl FromRequestParts<Arc<AppState>> for PresentedToken {
     type Rejection = Error;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Error> {
         Ok(Self(credential(parts, &state.cookie.name).and_then(Result::ok)))
     }
 }

@@ -5,6 +5,7 @@
 //! shutting down (send me traffic only if this succeeds).
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::Json;
@@ -19,7 +20,7 @@ pub async fn healthz() -> Json<Value> {
 }
 
 /// `GET /readyz`.
-pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, Error> {
+pub async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<Value>, Error> {
     if !state.ready.load(Ordering::Acquire) {
         return Err(Error::NotReady("shutting down"));
     }

@@ -55,7 +55,7 @@ pub fn insert_headers(headers: &mut HeaderMap, decisions: &[Decision]) {
 }
 
 /// Resolve the client address, then apply the limiters for this route.
-pub async fn rate_limit(State(state): State<RateLimitState>, mut request: Request, next: Next) -> Response {
+pub async fn rate_limit(State(state): State<Arc<RateLimitState>>, mut request: Request, next: Next) -> Response {
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()

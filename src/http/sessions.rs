@@ -1,6 +1,7 @@
 //! The caller's own sessions: profile, list, revoke one, revoke all.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -64,7 +65,10 @@ pub async fn profile(AuthSession(auth): AuthSession) -> Json<Profile> {
 }
 
 /// `GET /v1/sessions`, newest first.
-pub async fn list(State(state): State<AppState>, AuthSession(auth): AuthSession) -> Result<Json<SessionList>, Error> {
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    AuthSession(auth): AuthSession,
+) -> Result<Json<SessionList>, Error> {
     let sessions = state.sessions.list(&auth).await?;
     let sessions = sessions
         .into_iter()
@@ -84,7 +88,7 @@ pub async fn list(State(state): State<AppState>, AuthSession(auth): AuthSession)
 
 /// `DELETE /v1/sessions/{session_id}` → 204, or 404 when it is not the caller's.
 pub async fn revoke(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     AuthSession(auth): AuthSession,
     Path(session_id): Path<String>,
 ) -> Result<StatusCode, Error> {
@@ -94,7 +98,7 @@ pub async fn revoke(
 
 /// `DELETE /v1/sessions[?except_current=true]` → 204.
 pub async fn revoke_all(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     AuthSession(auth): AuthSession,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<StatusCode, Error> {
