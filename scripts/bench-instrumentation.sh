@@ -9,74 +9,52 @@
 # less. Everything runs on loopback; processes are cleaned up.
 #
 #   scripts/bench-instrumentation.sh            # DURATION=15 CONNECTIONS=64 ROUNDS=3
+#
+# Knobs: DURATION (15), CONNECTIONS (64), THREADS (2, wrk's), ROUNDS (3), OUT (loadtest/results),
+# SKIP_BUILD (0), and the binary paths of scripts/bench/lib.sh (CARGO_TARGET_DIR, SESSIOND_BIN;
+# the build without instrumentation goes to target/bench-no-instrumentation; with SKIP_BUILD=1,
+# SESSIOND_BARE_BIN names a binary built with --features bench-no-instrumentation instead).
+# Output (OUT): instrumentation.txt (the table), instrumentation-<variant>.{txt,json}.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-DURATION=${DURATION:-15}
-CONNECTIONS=${CONNECTIONS:-64}
-THREADS=${THREADS:-2}
-ROUNDS=${ROUNDS:-3}
-OUT=${OUT:-loadtest/results}
+. "$(dirname "$0")/bench/lib.sh"
+defaults DURATION=15 CONNECTIONS=64 THREADS=2 ROUNDS=3 OUT=loadtest/results
 mkdir -p "$OUT"
-for tool in wrk redis-server redis-cli curl; do
-  command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install -y wrk redis-server redis-tools curl" >&2; exit 1; }
-done
+OUT=$(cd "$OUT" && pwd)
+WRK_THREADS=$THREADS
+bench_traps
+require_tools wrk redis-server redis-cli curl
 
 echo "==> building both variants"
-cargo build --release --locked --bin sessiond -q
-cargo build --release --locked --bin sessiond -q --features bench-no-instrumentation --target-dir target/bench-no-instrumentation
-instrumented=${CARGO_TARGET_DIR:-target}/release/sessiond
-bare=target/bench-no-instrumentation/release/sessiond
+ensure_built sessiond
+bare=${SESSIOND_BARE_BIN:-target/bench-no-instrumentation/release/sessiond}
+if [ "${SKIP_BUILD:-0}" != 1 ]; then
+  cargo build --release --locked --bin sessiond -q --features bench-no-instrumentation --target-dir target/bench-no-instrumentation
+fi
+[ -x "$bare" ] || die "$bare is missing (build it, or unset SKIP_BUILD)"
+instrumented=$SESSIOND_BIN
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
+read -r redis_port <<<"$(free_ports 1)"
+start_redis "$redis_port"
 
-redis_port=$(free_port)
-redis-server --port "$redis_port" --save "" --appendonly no --daemonize no --loglevel warning >/dev/null &
-pids+=($!)
-until redis-cli -p "$redis_port" ping >/dev/null 2>&1; do sleep 0.05; done
-
-lua=$(mktemp --suffix=.lua)
-cpu_ticks() { awk '{sub(/^.*\) /, ""); print $12 + $13}' "/proc/$1/stat"; }
-run_variant() { # name binary -> prints "rps p50_ms p99_ms cpu_us_per_request"
-  local name=$1 bin=$2 port admin pid token
-  port=$(free_port); admin=$(free_port)
-  SESSIOND_REDIS_URL=redis://127.0.0.1:$redis_port SESSIOND_LISTEN=127.0.0.1:$port \
-    SESSIOND_ADMIN_LISTEN=127.0.0.1:$admin SESSIOND_COOKIE_SECURE=false RUST_LOG=warn \
-    SESSIOND_RATE_LIMIT_IP=0 SESSIOND_RATE_LIMIT_LOGIN_IP=0 SESSIOND_RATE_LIMIT_LOGIN_ACCOUNT=0 \
-    SESSIOND_RATE_LIMIT_REGISTER_IP=0 "$bin" 2>/dev/null &
-  pid=$!; pids+=($pid)
-  until curl -sf "http://127.0.0.1:$admin/readyz" >/dev/null; do
-    kill -0 "$pid" 2>/dev/null || { echo "sessiond ($bin) exited during start-up" >&2; exit 1; }
-    sleep 0.05
-  done
-  local user="bench$RANDOM$RANDOM"
-  curl -sf -X POST "http://127.0.0.1:$port/v1/auth/register" -H 'content-type: application/json' \
-    -d "{\"username\":\"$user\",\"password\":\"correct horse battery\"}" >/dev/null
-  token=$(curl -sf -X POST "http://127.0.0.1:$port/v1/auth/login" -H 'content-type: application/json' \
-    -d "{\"username\":\"$user\",\"password\":\"correct horse battery\"}" | sed 's/.*"token":"\([^"]*\)".*/\1/')
-  printf 'wrk.headers["Authorization"] = "Bearer %s"\n' "$token" > "$lua"
-  wrk -t"$THREADS" -c"$CONNECTIONS" -d2s -s "$lua" "http://127.0.0.1:$port/v1/profile" >/dev/null # warm-up
-  local before after
+run_variant() { # name binary -> $OUT/instrumentation-<name>.result: "rps p50_ms p99_ms cpu_us_per_request"
+  local name=$1 SESSIOND_BIN=$2 port admin pid token before after user="bench$RANDOM$RANDOM"
+  read -r port admin <<<"$(free_ports 2)"
+  start_sessiond "instrumentation-$name-sessiond" "$port" "$admin" "$redis_port"
+  pid=$LAST_PID
+  register "http://127.0.0.1:$port" "$user"
+  token=$(login "http://127.0.0.1:$port" "$user" | json_field token)
+  run_wrk "instrumentation-warmup-$name" "$CONNECTIONS" 2 "http://127.0.0.1:$port" loadtest/wrk/profile.lua TOKEN="$token" >/dev/null
   before=$(cpu_ticks "$pid")
-  wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$lua" "http://127.0.0.1:$port/v1/profile" \
-    > "$OUT/instrumentation-$name.txt"
+  run_wrk "instrumentation-$name" "$CONNECTIONS" "$DURATION" "http://127.0.0.1:$port" loadtest/wrk/profile.lua TOKEN="$token" >/dev/null
   after=$(cpu_ticks "$pid")
-  kill "$pid"; wait "$pid" 2>/dev/null || true
-  python3 - "$OUT/instrumentation-$name.txt" "$((after - before))" "$(getconf CLK_TCK)" <<'PY'
-import re, sys
-text = open(sys.argv[1]).read()
+  stop_pid "$pid"
+  python3 - "$OUT/instrumentation-$name.json" "$((after - before))" "$(getconf CLK_TCK)" >"$OUT/instrumentation-$name.result" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
 ticks, hz = int(sys.argv[2]), int(sys.argv[3])
-def ms(label):
-    m = re.search(r"^\s*%s\s+([\d.]+)(us|ms|s)" % label, text, re.M)
-    v, unit = float(m.group(1)), m.group(2)
-    return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
-rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
-errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-assert not errors, "non-2xx responses: " + errors.group(1)
-requests = int(re.search(r"(\d+) requests in", text).group(1))
-print(f"{rps:.0f} {ms('50%'):.3f} {ms('99%'):.3f} {ticks / hz / requests * 1e6:.2f}")
+assert not d["errors"]["status"], f"non-2xx responses: {d['errors']['status']}"
+l = d["latency_ms"]
+print(f"{d['rps']:.0f} {l['p50']:.3f} {l['p99']:.3f} {ticks / hz / d['requests'] * 1e6:.2f}")
 PY
 }
 
@@ -85,7 +63,8 @@ for round in $(seq 1 "$ROUNDS"); do
   order="instrumented bare"; [ $((round % 2)) = 0 ] && order="bare instrumented"
   for variant in $order; do
     bin=$instrumented; [ "$variant" = bare ] && bin=$bare
-    read -r rps p50 p99 cpu < <(run_variant "$variant" "$bin")
+    run_variant "$variant" "$bin"
+    read -r rps p50 p99 cpu <"$OUT/instrumentation-$variant.result"
     printf '%-6s %-14s %10s %9s %9s %11s\n' "$round" "$variant" "$rps" "$p50" "$p99" "$cpu" | tee -a "$OUT/instrumentation.txt"
   done
 done

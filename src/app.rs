@@ -17,7 +17,8 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::http::{self, AppState, CookieSettings, HttpSettings, RateLimitState};
 use crate::limits::{Limiters, TrustedProxies};
-use crate::session::{LoginGuard, LoginProtection, SessionPolicy, SessionService, Timestamp};
+use crate::service::{LoginGuard, LoginProtection, SessionService, UserService};
+use crate::session::{SessionPolicy, Timestamp};
 use crate::store::cached::Cached;
 use crate::store::instrumented::Instrumented;
 use crate::store::memory::MemoryStore;
@@ -26,7 +27,7 @@ use crate::store::redis::{RedisSettings, RedisStore};
 use crate::store::Store;
 use crate::telemetry::http::Observe;
 use crate::telemetry::metrics::Metrics;
-use crate::users::{Passwords, UserService};
+use crate::users::Passwords;
 
 /// How often expired sessions' bookkeeping is trimmed.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(30);
@@ -135,6 +136,14 @@ impl Application {
     /// When the listeners have no local address.
     pub async fn run_until(self, stop: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let Self { listener, admin_listener, router, admin_router, store, metrics, limiters, ready, config } = self;
+        // Connections that arrive meanwhile wait in the listen backlog: the port is bound, so
+        // nobody is refused, and nobody is served a 503 for a store that is a moment away.
+        if !store_answers_within(&*store, STORE_WAIT_AT_START).await {
+            tracing::warn!(
+                waited = ?STORE_WAIT_AT_START,
+                "the store does not answer yet; serving anyway: requests that need it get 503 until it does"
+            );
+        }
         tracing::info!(
             listen = %listener.local_addr()?,
             admin = %admin_listener.local_addr()?,
@@ -162,6 +171,23 @@ impl Application {
         pruner.abort();
         tracing::info!("sessiond stopped");
         Ok(())
+    }
+}
+
+/// How long start-up waits for the store to answer before serving anyway.
+const STORE_WAIT_AT_START: Duration = Duration::from_secs(2);
+
+/// Whether the store answers a ping within `within` (polled every 10 ms).
+async fn store_answers_within(store: &dyn Store, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if store.ping().await.is_ok() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

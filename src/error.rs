@@ -63,6 +63,15 @@ pub enum Error {
     Internal(String),
 }
 
+impl From<crate::users::HashError> for Error {
+    fn from(error: crate::users::HashError) -> Self {
+        match error {
+            crate::users::HashError::Overloaded => Self::Overloaded,
+            crate::users::HashError::Failed(detail) => Self::Internal(detail),
+        }
+    }
+}
+
 /// RFC 9457 problem details.
 #[derive(Debug, Serialize)]
 pub struct Problem {
@@ -181,7 +190,7 @@ impl IntoResponse for Error {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         if let Self::RateLimited(decision) = &self {
-            crate::http::rate_limit::insert_headers(headers, &[*decision]);
+            crate::limits::headers::insert_headers(headers, &[*decision]);
             if let Ok(value) = HeaderValue::from_str(&decision.reset_secs.to_string()) {
                 headers.insert(header::RETRY_AFTER, value);
             }

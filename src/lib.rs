@@ -5,19 +5,36 @@
 //! an idle and an absolute deadline which the store enforces by itself (Redis TTL), so an
 //! abandoned session disappears without a sweeper.
 //!
-//! The modules follow the data path of a request:
+//! The modules follow the data path of a request, top to bottom; every import points down:
+//!
+//! ```text
+//!  request
+//!    │  http      middleware (observe → panic → headers → CORS → rate limit → timeout),
+//!    │            extractors (AppJson, AuthSession), thin handlers          ─┐
+//!    ▼                                                                       │ error: one Error
+//!  service        the use cases: login, validate, rotate, revoke, register  ─┘ → problem+json
+//!    │    └──────► limits (governor, client address)   telemetry (metrics, traces, logs)
+//!    ▼
+//!  store          the contract (trait), validation cache, instrumentation
+//!    ├─ store::redis    fred: one GET per validation, one Lua script per write
+//!    └─ store::memory   the embedded default and reference model
+//!    ▼
+//!  session, users the rules and types, no I/O: tokens, timeouts, sliding, caps;
+//!                 usernames, roles, password hashing
+//! ```
 //!
 //! | module | role |
 //! |---|---|
 //! | [`config`] | one typed [`Config`](config::Config), parsed once from flags and `SESSIOND_*` variables |
-//! | [`app`] | [`Application::build`](app::Application::build) binds the listener and wires store, state and router; graceful shutdown |
-//! | [`http`] | router, middleware (timeouts, headers, CORS), extractors and thin handlers |
+//! | [`app`] | [`Application::build`](app::Application::build) binds the listener and wires store, services and router; graceful shutdown |
+//! | [`http`] | router, middleware, extractors and thin handlers |
 //! | [`error`] | the single error type at the HTTP edge, rendered as RFC 9457 problem+json |
-//! | [`limits`] | rate limits (governor) and the client address they key on |
-//! | [`session`] | the rules: token and id types, timeouts, sliding expiry, rotation, caps |
-//! | [`users`] | usernames, roles and password hashing (argon2id on a bounded blocking pool) |
+//! | [`service`] | the use cases, each a few calls to the store with the rules applied |
+//! | [`limits`] | rate limits (governor), the client address they key on, their response headers |
 //! | [`store`] | the storage contract, its key schema, the Redis (fred) and in-memory backends, and the validation cache kept coherent by Redis client tracking |
-//! | [`telemetry`] | logging set-up |
+//! | [`session`] | the rules: token and id types, timeouts, sliding expiry, caps |
+//! | [`users`] | usernames, roles and password hashing (argon2id on a bounded pool) |
+//! | [`telemetry`] | the metric catalog, the HTTP observation layer, tracing and OTLP |
 //! | [`cli`] | operator subcommands (`sessiond admin …`) sharing the server's configuration |
 //!
 //! Nothing secret leaves the process: tokens are only ever stored as SHA-256 digests, and the
@@ -30,6 +47,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod limits;
+pub mod service;
 pub mod session;
 pub mod store;
 pub mod telemetry;

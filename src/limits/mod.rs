@@ -12,6 +12,7 @@
 //! per-account guard closes that gap for password guessing; see `docs/rate-limiting.md`.
 
 mod client_ip;
+pub mod headers;
 mod keyed;
 mod quota;
 

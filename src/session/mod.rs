@@ -2,13 +2,11 @@
 //! rotates, and how many a user may hold. The store only executes these decisions; it never
 //! makes them, so the Redis and in-memory backends cannot drift apart on policy.
 
-mod device;
+pub(crate) mod device;
 mod policy;
-mod service;
 pub(crate) mod time;
 mod token;
 
 pub use policy::{SessionPolicy, Slide};
-pub use service::{Authenticated, ClientMeta, Issued, LoginGuard, LoginProtection, RevokeReason, SessionService};
 pub use time::Timestamp;
 pub use token::{SessionId, SessionToken, Shard, TokenHash};

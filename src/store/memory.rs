@@ -177,7 +177,7 @@ impl Store for MemoryStore {
             Err(gone) => return Ok(gone.into()),
         };
         let roles = state.roles(&session.user_key);
-        Ok(Lookup::Found { session, roles })
+        Ok(Lookup::found(session, roles))
     }
 
     async fn rotate_session(
@@ -192,7 +192,7 @@ impl Store for MemoryStore {
             // A re-sent rotation finds the session under its new token: it already ran.
             if let Some(moved) = state.sessions.get(new).cloned() {
                 let roles = state.roles(&moved.user_key);
-                return Ok(Lookup::Found { session: moved, roles });
+                return Ok(Lookup::found(moved, roles));
             }
             return Ok(gone.into());
         }
@@ -208,7 +208,7 @@ impl Store for MemoryStore {
         }
         state.sessions.insert(*new, session.clone());
         let roles = state.roles(&session.user_key);
-        Ok(Lookup::Found { session, roles })
+        Ok(Lookup::found(session, roles))
     }
 
     async fn revoke_session(&self, hash: &TokenHash) -> Result<Option<SessionId>, StoreError> {

@@ -99,15 +99,33 @@ pub enum GuardEvent {
     Success,
 }
 
+/// A live session as a validation answers it: the record and its owner's current roles.
+/// Shared rather than copied: the validation cache hands the same one to every hit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Validated {
+    /// The session.
+    pub session: SessionRecord,
+    /// The owner's roles at the time of the read.
+    pub roles: Vec<String>,
+}
+
 /// The answer to a validation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Lookup {
     /// Live session, with its owner's current roles.
-    Found { session: SessionRecord, roles: Vec<String> },
+    Found(std::sync::Arc<Validated>),
     /// The session existed but its deadline has passed (it is now deleted).
     Expired,
     /// No such session: never existed, revoked, or already removed by TTL.
     Missing,
+}
+
+impl Lookup {
+    /// A live session.
+    #[must_use]
+    pub fn found(session: SessionRecord, roles: Vec<String>) -> Self {
+        Self::Found(std::sync::Arc::new(Validated { session, roles }))
+    }
 }
 
 /// Why a store call failed. Every variant means "unavailable" to the client (503): a store

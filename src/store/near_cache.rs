@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::{Lookup, SessionRecord, Slide};
+use super::{Lookup, Slide, Validated};
 use crate::session::{SessionId, Timestamp, TokenHash};
 use crate::users::UserKey;
 
@@ -50,8 +50,7 @@ pub struct NearCacheSettings {
 }
 
 struct Entry {
-    session: SessionRecord,
-    roles: Vec<String>,
+    validated: Arc<Validated>,
     fetched: Instant,
 }
 
@@ -178,10 +177,10 @@ impl NearCache {
             }
         };
         let usable = entry.fetched.elapsed() < self.settings.max_age
-            && now < entry.session.deadline()
-            && now.millis() - entry.session.last_seen_at.millis() < slide.min_interval_ms
+            && now < entry.validated.session.deadline()
+            && now.millis() - entry.validated.session.last_seen_at.millis() < slide.min_interval_ms
             && self.coherent();
-        usable.then(|| Lookup::Found { session: entry.session.clone(), roles: entry.roles.clone() })
+        usable.then(|| Lookup::Found(Arc::clone(&entry.validated)))
     }
 
     /// Before reading `hash` from Redis: park a pending slot. `None` when the answer could not
@@ -205,7 +204,7 @@ impl NearCache {
             return None;
         }
         if let Some(Slot::Ready(old)) = stripe.insert(*hash, Slot::Pending(id)) {
-            self.unindex(&old.session.session_id, hash);
+            self.unindex(&old.validated.session.session_id, hash);
         }
         Some(Ticket { cache: self, hash: *hash, id, epoch })
     }
@@ -213,12 +212,12 @@ impl NearCache {
     /// The read of `ticket` answered `lookup`: keep a live session if nothing invalidated it
     /// meanwhile; otherwise just drop the pending slot.
     pub fn complete(&self, ticket: Ticket<'_>, lookup: &Result<Lookup, super::StoreError>) {
-        let Ok(Lookup::Found { session, roles }) = lookup else { return };
+        let Ok(Lookup::Found(validated)) = lookup else { return };
         let mut stripe = self.stripe(&ticket.hash);
         let ours = matches!(stripe.get(&ticket.hash), Some(Slot::Pending(id)) if *id == ticket.id);
         if ours && self.epoch.load(Ordering::Acquire) == ticket.epoch {
-            lock(&self.by_id).insert(session.session_id.clone(), ticket.hash);
-            let entry = Entry { session: session.clone(), roles: roles.clone(), fetched: Instant::now() };
+            lock(&self.by_id).insert(validated.session.session_id.clone(), ticket.hash);
+            let entry = Entry { validated: Arc::clone(validated), fetched: Instant::now() };
             stripe.insert(ticket.hash, Slot::Ready(Arc::new(entry)));
         }
         // Otherwise (not live, or invalidated meanwhile) the ticket's drop clears its slot.
@@ -227,7 +226,7 @@ impl NearCache {
     /// Forget the session stored under `hash` (and any read of it in flight).
     pub fn evict(&self, hash: &TokenHash) {
         if let Some(Slot::Ready(old)) = self.stripe(hash).remove(hash) {
-            self.unindex(&old.session.session_id, hash);
+            self.unindex(&old.validated.session.session_id, hash);
         }
     }
 
@@ -253,8 +252,8 @@ impl NearCache {
         for stripe in &*self.stripes {
             let mut stripe = lock(stripe);
             stripe.retain(|hash, slot| match slot {
-                Slot::Ready(entry) if entry.session.user_key == *user => {
-                    self.unindex(&entry.session.session_id, hash);
+                Slot::Ready(entry) if entry.validated.session.user_key == *user => {
+                    self.unindex(&entry.validated.session.session_id, hash);
                     false
                 }
                 _ => true,
@@ -268,7 +267,7 @@ impl NearCache {
         stripe.retain(|hash, slot| match slot {
             Slot::Ready(entry) if entry.fetched.elapsed() < max_age => true,
             Slot::Ready(entry) => {
-                self.unindex(&entry.session.session_id, hash);
+                self.unindex(&entry.validated.session.session_id, hash);
                 false
             }
             Slot::Pending(_) => false,
@@ -317,7 +316,7 @@ impl NearCache {
 mod tests {
     use super::*;
     use crate::session::{SessionToken, Shard};
-    use crate::store::StoreError;
+    use crate::store::{SessionRecord, StoreError};
 
     const SLIDE: Slide = Slide { idle_ms: 60_000, min_interval_ms: 6_000 };
 
@@ -344,7 +343,7 @@ mod tests {
             ip: None,
             device: None,
         };
-        (hash, Ok(Lookup::Found { session, roles: vec!["user".to_owned()] }))
+        (hash, Ok(Lookup::found(session, vec!["user".to_owned()])))
     }
 
     fn fill(cache: &NearCache, hash: &TokenHash, lookup: &Result<Lookup, StoreError>) {
@@ -420,8 +419,8 @@ mod tests {
         for (hash, lookup) in [(&a, &la), (&b, &lb), (&c, &lc)] {
             fill(&cache, hash, lookup);
         }
-        let Ok(Lookup::Found { session, .. }) = &la else { panic!("live") };
-        cache.evict_id(&session.session_id);
+        let Ok(Lookup::Found(live)) = &la else { panic!("live") };
+        cache.evict_id(&live.session.session_id);
         assert!(cache.get(&a, now, SLIDE).is_none());
         assert!(cache.get(&b, now, SLIDE).is_some());
         cache.invalidate_key(format!("sessiond:{{{:03x}}}:user:eve", Shard::of_user("eve").index()).as_bytes());

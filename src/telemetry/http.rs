@@ -79,7 +79,7 @@ impl TraceIds {
 
 /// Parse `traceparent` (version 00): `(trace_id, sampled)` when valid.
 fn parse_traceparent(headers: &HeaderMap) -> Option<([u8; 16], bool)> {
-    let value = headers.get("traceparent")?.to_str().ok()?;
+    let value = headers.get(&TRACEPARENT)?.to_str().ok()?;
     let mut parts = value.trim().split('-');
     let (version, trace_id, parent_id, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
     let hex =
@@ -168,11 +168,11 @@ pub struct ObserveService<S> {
     observe: Observe,
 }
 
-impl<S> Service<Request> for ObserveService<S>
+impl<S, B> Service<Request> for ObserveService<S>
 where
-    S: Service<Request, Response = Response>,
+    S: Service<Request, Response = Response<B>>,
 {
-    type Response = Response;
+    type Response = Response<B>;
     type Error = S::Error;
     type Future = Observed<S::Future>;
 
@@ -230,6 +230,9 @@ struct Done {
 
 const UNMATCHED: &str = "unmatched";
 
+/// The W3C trace-context header, named once (a `&str` key is parsed on every lookup).
+const TRACEPARENT: axum::http::HeaderName = axum::http::HeaderName::from_static("traceparent");
+
 pin_project_lite::pin_project! {
     /// The route's future, polled inside the request span; records the response when ready.
     pub struct Observed<F> {
@@ -240,11 +243,11 @@ pin_project_lite::pin_project! {
     }
 }
 
-impl<F, E> Future for Observed<F>
+impl<F, B, E> Future for Observed<F>
 where
-    F: Future<Output = Result<Response, E>>,
+    F: Future<Output = Result<Response<B>, E>>,
 {
-    type Output = Result<Response, E>;
+    type Output = Result<Response<B>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
@@ -262,7 +265,7 @@ where
 
 /// Record the response: the span's status, the log line, the HTTP metrics, and the
 /// `traceparent` header a client can quote.
-fn finish(span: &Span, done: Done, mut response: Response) -> Response {
+fn finish<B>(span: &Span, done: Done, mut response: Response<B>) -> Response<B> {
     let Done { started, method, route, ids, in_flight } = done;
     let status = response.status();
     let elapsed = started.elapsed();
@@ -283,7 +286,7 @@ fn finish(span: &Span, done: Done, mut response: Response) -> Response {
     in_flight.0.http_request(&method, route, status.as_u16(), elapsed.as_secs_f64());
     drop(in_flight);
     if let Ok(value) = HeaderValue::from_str(ids.traceparent()) {
-        response.headers_mut().insert("traceparent", value);
+        response.headers_mut().insert(TRACEPARENT, value);
     }
     response
 }

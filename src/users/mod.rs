@@ -5,11 +5,9 @@
 //! argon2id on the blocking pool, a bounded number at a time (see [`Passwords`]).
 
 mod password;
-mod registration;
 mod role;
 mod username;
 
-pub use password::{Password, Passwords};
-pub use registration::UserService;
+pub use password::{HashError, Password, Passwords};
 pub use role::Role;
 pub use username::{UserKey, Username};

@@ -29,9 +29,19 @@ use argon2::{Algorithm, Argon2, Block, Params, PasswordHasher as _, Version};
 use tokio::sync::oneshot;
 use tracing::Instrument as _;
 
-use crate::error::Error;
 use crate::session::time::monotonic_millis;
 use crate::telemetry::metrics::Metrics;
+
+/// Why the hashing pool could not answer (the HTTP edge maps these to 503 and 500).
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    /// Every hashing thread is busy and the queue is full: shed load instead of queueing.
+    #[error("overloaded")]
+    Overloaded,
+    /// Hashing failed or the threads are gone.
+    #[error("{0}")]
+    Failed(String),
+}
 
 /// Longest accepted password, in bytes.
 pub const MAX_PASSWORD_BYTES: usize = 1024;
@@ -197,6 +207,11 @@ impl Drop for HashSlot {
 /// `SESSIOND_HASH_CONCURRENCY` x the argon2 memory cost).
 type Workspace = Vec<Block>;
 
+/// How long a hashing thread keeps its work area (the argon2 memory cost, 19 MiB by default)
+/// after its last hash. Longer than the rest between hashes during a guessing flood (at most
+/// 1 s), so a flood does not pay a fresh allocation and its page faults per hash.
+const WORK_AREA_IDLE: Duration = Duration::from_secs(5);
+
 type Job = Box<dyn FnOnce(&mut Workspace) + Send>;
 
 /// Threads that run argon2, fed through a bounded queue. Dropping the sender (with the
@@ -257,8 +272,8 @@ fn verify_in(workspace: &mut Workspace, password: &[u8], phc: &str) -> bool {
 /// library's own `hash_password` allocates (and the allocator keeps for a while) a fresh block
 /// of the full memory cost for every registration, 19 MiB of resident memory on top of the
 /// work area the thread already holds.
-fn hash_in(workspace: &mut Workspace, argon: &Argon2<'_>, password: &[u8]) -> Result<String, Error> {
-    let internal = |e: &dyn fmt::Display| Error::Internal(format!("argon2: {e}"));
+fn hash_in(workspace: &mut Workspace, argon: &Argon2<'_>, password: &[u8]) -> Result<String, HashError> {
+    let internal = |e: &dyn fmt::Display| HashError::Failed(format!("argon2: {e}"));
     let mut salt = [0u8; argon2::RECOMMENDED_SALT_LEN];
     getrandom::fill(&mut salt).map_err(|e| internal(&e))?;
     fit(workspace, argon);
@@ -292,8 +307,25 @@ impl HashWorkers {
                 lower_priority();
                 let mut workspace = Workspace::new();
                 loop {
-                    let job = receiver.lock().unwrap_or_else(PoisonError::into_inner).recv();
-                    let Ok(job) = job else { return };
+                    let job = {
+                        let receiver = receiver.lock().unwrap_or_else(PoisonError::into_inner);
+                        if workspace.is_empty() {
+                            receiver.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected)
+                        } else {
+                            receiver.recv_timeout(WORK_AREA_IDLE)
+                        }
+                    };
+                    let job = match job {
+                        Ok(job) => job,
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            // No login for a while: give the work area back (the allocator
+                            // returns it to the system), so an instance that only validates
+                            // does not keep the memory cost of argon2 resident.
+                            workspace = Workspace::new();
+                            continue;
+                        }
+                        Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                    };
                     let started = Instant::now();
                     // A panicking hash answers its caller with an error (its result channel is
                     // dropped) and must not take the thread with it.
@@ -357,15 +389,15 @@ impl Passwords {
     /// Reserve a place in the hashing pool.
     ///
     /// # Errors
-    /// [`Error::Overloaded`] at once when every thread is busy and the queue is full.
-    pub fn reserve(&self) -> Result<HashSlot, Error> {
+    /// [`HashError::Overloaded`] at once when every thread is busy and the queue is full.
+    pub fn reserve(&self) -> Result<HashSlot, HashError> {
         let capacity = if self.flood.active() { self.flood_capacity } else { self.capacity };
         let taken =
             self.reserved.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < capacity).then_some(n + 1));
         if taken.is_err() {
             self.flood.refused();
             self.metrics.rate_limited("hash_pool");
-            return Err(Error::Overloaded);
+            return Err(HashError::Overloaded);
         }
         Ok(HashSlot(Arc::clone(&self.reserved)))
     }
@@ -373,8 +405,8 @@ impl Passwords {
     /// Hash a new password into a PHC string.
     ///
     /// # Errors
-    /// [`Error::Internal`] when hashing fails (it does not, short of memory exhaustion).
-    pub async fn hash(&self, slot: HashSlot, password: &Password) -> Result<String, Error> {
+    /// [`HashError::Failed`] when hashing fails (it does not, short of memory exhaustion).
+    pub async fn hash(&self, slot: HashSlot, password: &Password) -> Result<String, HashError> {
         let argon = self.argon.clone();
         let password = password.0.clone();
         self.on_pool(slot, "hash", move |workspace| hash_in(workspace, &argon, password.as_bytes())).await?
@@ -384,8 +416,8 @@ impl Passwords {
     /// does not exist (`None`), which always answers `false` after the same amount of work.
     ///
     /// # Errors
-    /// [`Error::Internal`] when the hashing threads are gone.
-    pub async fn verify(&self, slot: HashSlot, password: &Password, stored: Option<&str>) -> Result<bool, Error> {
+    /// [`HashError::Failed`] when the hashing threads are gone.
+    pub async fn verify(&self, slot: HashSlot, password: &Password, stored: Option<&str>) -> Result<bool, HashError> {
         let password = password.0.clone();
         let (phc, known) = match stored {
             Some(phc) => (phc.to_owned(), true),
@@ -407,7 +439,7 @@ impl Passwords {
         slot: HashSlot,
         op: &'static str,
         work: impl FnOnce(&mut Workspace) -> T + Send + 'static,
-    ) -> Result<T, Error> {
+    ) -> Result<T, HashError> {
         let (done, finished) = oneshot::channel();
         let job: Job = Box::new(move |workspace| {
             // The request ended while this job waited (its client gave up, or the request
@@ -426,13 +458,15 @@ impl Passwords {
             // rather than block an async worker if it ever happens.
             Err(mpsc::TrySendError::Full(_)) => {
                 self.metrics.rate_limited("hash_pool");
-                return Err(Error::Overloaded);
+                return Err(HashError::Overloaded);
             }
-            Err(mpsc::TrySendError::Disconnected(_)) => return Err(Error::Internal("hashing threads stopped".into())),
+            Err(mpsc::TrySendError::Disconnected(_)) => {
+                return Err(HashError::Failed("hashing threads stopped".into()))
+            }
         }
         let span = tracing::info_span!("password", otel.name = format!("password.{op}"), password.op = op);
         let (result, elapsed) =
-            finished.instrument(span).await.map_err(|_| Error::Internal("password hashing failed".into()))?;
+            finished.instrument(span).await.map_err(|_| HashError::Failed("password hashing failed".into()))?;
         self.metrics.password_hash(op, elapsed.as_secs_f64());
         Ok(result)
     }

@@ -238,6 +238,7 @@ async fn redis_never_holds_a_token_or_password() {
         everything.push_str(&key);
         let kind = redis.cmd(&["TYPE", &key]).text();
         let dump = match kind.as_str() {
+            "string" => redis.cmd(&["GET", &key]).text(),
             "hash" => redis.cmd(&["HGETALL", &key]).strings().join(" "),
             "zset" => redis.cmd(&["ZRANGE", &key, "0", "-1"]).strings().join(" "),
             other => panic!("unexpected key type {other} for {key}"),

@@ -59,7 +59,8 @@ async fn validations_do_not_write_until_the_slide_interval() {
     let redis = RedisServer::start();
     let app = spawn_app(Some(&redis)).await; // idle 30 min: slide interval 3 min
     let token = token_of(&app.signup_login("reader").await);
-    let writes = |r: &RedisServer| ["hset", "pexpire", "zadd", "rename", "del"].map(|c| r.command_calls(c));
+    let writes =
+        |r: &RedisServer| ["set", "evalsha", "hset", "pexpire", "zadd", "rename", "del"].map(|c| r.command_calls(c));
     let before = writes(&redis);
     for _ in 0..20 {
         assert_eq!(app.profile_status(&token).await, StatusCode::OK);

@@ -52,11 +52,13 @@ impl RedisServer {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start `{bin}` ({e}). These tests need a real Redis: install it with \
-                     `apt-get install -y redis-server`, or point REDIS_SERVER_BIN at a redis-server binary"
-                )
+            .unwrap_or_else(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => panic!(
+                    "{bin} not found on PATH: these tests need a real Redis. Install it with \
+                     `apt-get install -y redis-server` (or run ./test, which installs it), or point \
+                     REDIS_SERVER_BIN at a redis-server binary"
+                ),
+                _ => panic!("cannot start `{bin}`: {e}"),
             });
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);

@@ -555,3 +555,38 @@ async fn admin_grant_role_unlocks_the_admin_api() {
     before.sort();
     assert_eq!(after, before, "grant-role for an unknown user wrote to Redis");
 }
+
+/// The port is open before the store is connected: a client that connects the very instant it
+/// opens must be served as soon as the store answers, not given a 503 for a store that is a
+/// few milliseconds away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_connecting_the_instant_the_port_opens_is_served() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let redis = RedisServer::start();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut vars = serving_env(&listen);
+    vars.push(("SESSIOND_REDIS_URL", redis.url()));
+    let _process = spawn_serving(&vars);
+    let started = Instant::now();
+    let mut stream = loop {
+        if let Ok(stream) = TcpStream::connect(listen.as_str()).await {
+            break stream;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "the port never opened");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    let body = json!({ "username": unique("early"), "password": PASSWORD }).to_string();
+    let request = format!(
+        "POST /v1/auth/register HTTP/1.1\r\nhost: {listen}\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response))
+        .await
+        .expect("an answer within 10 s")
+        .expect("read");
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 201"), "the first request got:\n{response}");
+}

@@ -132,11 +132,14 @@ async fn a_browser_session_is_listed_by_browser_and_system() {
     // What Redis holds is the label, never the header.
     let keys = redis.keys();
     let key = keys.iter().find(|k| k.contains(":sess:")).expect("a session key");
-    assert_eq!(redis.cmd(&["HGET", key, "d"]).text(), "Chrome 131 on Windows");
+    let stored = redis.cmd(&["GET", key]).text();
+    let fields: Vec<&str> = stored.split('\u{1f}').collect();
+    assert_eq!(fields.get(8).copied(), Some("Chrome 131 on Windows"), "{stored:?}");
+    assert!(!stored.contains("AppleWebKit"), "the User-Agent itself is not kept: {stored:?}");
 }
 
-/// A session hash in another layout (as an older build wrote it: `sid`, `user`, absolute times)
-/// is not a session: its token gets a 401, not an error, and the owner's other sessions list.
+/// A session in another layout (as an older build wrote it: a hash with one-letter fields) is
+/// not a session: its token gets a 401, not an error, and the owner's other sessions list.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_in_an_older_layout_is_refused_cleanly() {
     let redis = RedisServer::start();
@@ -146,10 +149,11 @@ async fn a_session_in_an_older_layout_is_refused_cleanly() {
     let keys = redis.keys();
     let key = keys.iter().find(|k| k.contains(":sess:")).expect("the session key").clone();
     let current = login_from(&app, "old-layout", "agent/new").await;
-    let fields = redis.cmd(&["HMGET", &key, "s", "u", "c"]).strings();
-    let (sid, user, created) = (&fields[0], &fields[1], &fields[2]);
-    redis.cmd(&["HDEL", &key, "s", "u"]);
-    redis.cmd(&["HSET", &key, "sid", sid, "user", user, "l", created]);
+    let stored = redis.cmd(&["GET", &key]).text();
+    let fields: Vec<&str> = stored.split('\u{1f}').collect();
+    let (sid, user, created) = (fields[1], fields[2], fields[3]);
+    redis.cmd(&["DEL", &key]);
+    redis.cmd(&["HSET", &key, "s", sid, "u", user, "c", created, "l", "0", "i", "1800000", "e", "43200000"]);
 
     assert_eq!(app.profile_status(&old).await, StatusCode::UNAUTHORIZED);
     let r = app.get("/v1/sessions", &token_of(&current)).await;

@@ -65,7 +65,7 @@ async fn create(store: &dyn Store, name: &str, now: Timestamp) -> (TokenHash, Se
 
 fn found(lookup: Lookup) -> (SessionRecord, Vec<String>) {
     match lookup {
-        Lookup::Found { session, roles } => (session, roles),
+        Lookup::Found(found) => (found.session.clone(), found.roles.clone()),
         other => panic!("expected a live session, got {other:?}"),
     }
 }

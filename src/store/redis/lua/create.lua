@@ -1,29 +1,36 @@
--- KEYS: session, user-sessions index, shard active sets' base name
--- ARGV: prefix, now, max per user, token hash, index ttl ms, field/value pairs...
+-- KEYS: session, user-sessions index, shard active sets' base name, user
+-- ARGV: prefix, now, max per user, token hash, index ttl ms, session id, deadline,
+--       the session value without its roles (ending with the separator)
+-- Reply: the ids of the sessions the cap evicted
 local prefix, now, max = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local f = {}
-for n = 6, #ARGV, 2 do f[ARGV[n]] = ARGV[n + 1] end
+local sid, d = ARGV[6], tonumber(ARGV[7])
 if redis.call('EXISTS', KEYS[1]) == 1 then
   -- The client may re-send a script after a dropped connection: finding our own session
   -- means this create already ran.
-  if redis.call('HGET', KEYS[1], 's') == f.s then return {} end
+  local mine = load_session(KEYS[1])
+  if mine and mine.s == sid then return {} end
   return redis.error_reply('ERR token collision')
 end
-local d = deadline(f)
 if d <= now then
   return redis.error_reply('ERR session already expired')
+end
+-- The roles are read here, in the same atomic step as the write, so a role change racing
+-- this login either comes before (and is copied) or after (and rewrites this session too).
+local roles = redis.call('HGET', KEYS[4], 'roles')
+if not roles then
+  return redis.error_reply('ERR no such user')
 end
 -- The index may name sessions that expired by TTL: forget them, keep the live ones.
 local live = {}
 local index = redis.call('HGETALL', KEYS[2])
 for n = 1, #index, 2 do
-  local sid, h = index[n], index[n + 1]
-  local created = redis.call('HGET', prefix .. 'sess:' .. h, 'c')
-  if created then
-    live[#live + 1] = { sid, h, tonumber(created) }
+  local other, h = index[n], index[n + 1]
+  local f = load_session(prefix .. 'sess:' .. h)
+  if f then
+    live[#live + 1] = { other, h, tonumber(f.c) }
   else
-    redis.call('HDEL', KEYS[2], sid)
-    redis.call('ZREM', active_set(KEYS[3], sid), sid)
+    redis.call('HDEL', KEYS[2], other)
+    redis.call('ZREM', active_set(KEYS[3], other), other)
   end
 end
 local evicted = {}
@@ -40,11 +47,10 @@ if max > 0 and #live >= max then
     evicted[#evicted + 1] = old[1]
   end
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 6))
-redis.call('PEXPIRE', KEYS[1], int(d - now))
-redis.call('HSET', KEYS[2], f.s, ARGV[4])
+redis.call('SET', KEYS[1], ARGV[8] .. roles, 'PX', int(d - now))
+redis.call('HSET', KEYS[2], sid, ARGV[4])
 if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[5]) then
   redis.call('PEXPIRE', KEYS[2], ARGV[5])
 end
-redis.call('ZADD', active_set(KEYS[3], f.s), int(d), f.s)
+redis.call('ZADD', active_set(KEYS[3], sid), int(d), sid)
 return evicted

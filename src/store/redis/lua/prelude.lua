@@ -2,19 +2,49 @@
 -- Every key a script touches shares the caller's shard hash tag ({xyz}); PREFIX is
 -- "sessiond:{xyz}:" so the script can name the shard's other keys.
 
-local function fields_of(raw)
-  local f = {}
-  for n = 1, #raw, 2 do f[raw[n]] = raw[n + 1] end
-  return f
-end
-
 local function int(x)
   return string.format('%d', x)
 end
 
+-- A session is one string value (see store/redis/record.rs): fields joined by 0x1f, in this
+-- order, the layout tag '2' first and the roles last.
+local SEP = '\31'
+local FIELDS = { 'v', 's', 'u', 'c', 'l', 'i', 'e', 'ip', 'd', 'uid', 'name', 'roles' }
+
+-- The named fields of a value, or nil when it is not a session in this layout.
+local function parse(raw)
+  local f, n, start = {}, 1, 1
+  while true do
+    local name = FIELDS[n]
+    if not name then return nil end
+    local at = string.find(raw, SEP, start, true)
+    if not at then
+      f[name] = string.sub(raw, start)
+      break
+    end
+    f[name] = string.sub(raw, start, at - 1)
+    n, start = n + 1, at + 1
+  end
+  if n ~= #FIELDS or f.v ~= '2' then return nil end
+  return f
+end
+
+local function encode(f)
+  local out = {}
+  for n, name in ipairs(FIELDS) do out[n] = f[name] or '' end
+  return table.concat(out, SEP)
+end
+
+-- The session stored under `key`: its fields, or nil when there is none in this layout (no
+-- key, a value of another layout, or a key of another type such as an older build's hash).
+local function load_session(key)
+  local raw = redis.pcall('GET', key)
+  if type(raw) ~= 'string' then return nil end
+  return parse(raw)
+end
+
 -- A session's times: 'c' (created) is absolute, in ms since the Unix epoch; 'l' (last seen),
--- 'i' (idle deadline) and 'e' (absolute deadline) are ms after 'c'. Offsets below 2^31 (24 days)
--- take 4 bytes in Redis's compact encoding instead of 8.
+-- 'i' (idle deadline) and 'e' (absolute deadline) are ms after 'c'.
 local function at(f, name)
   return tonumber(f.c) + tonumber(f[name])
 end
@@ -39,47 +69,15 @@ local function drop(prefix, session_key, active_key, sid, user)
   redis.call('HDEL', prefix .. 'user-sessions:' .. user, sid)
 end
 
--- Whether a session hash has every field this format writes. One written by an older build
--- with another layout is not a session any more: its holder logs in again (a 401, not an error).
-local function usable(f)
-  return f.s and f.u and f.c and f.l and f.i and f.e
-end
-
--- A live session's fields, or nil and a reply code: 0 missing, 1 expired (and now deleted).
-local function load_live(prefix, session_key, active_key, now)
-  local raw = redis.call('HGETALL', session_key)
-  if #raw == 0 then return nil, 0 end
-  local f = fields_of(raw)
-  if not usable(f) then
-    redis.call('DEL', session_key)
-    return nil, 0
-  end
-  if now >= deadline(f) then
-    drop(prefix, session_key, active_key, f.s, f.u)
-    return nil, 1
-  end
-  return f
-end
-
--- The owner's public id, spelled username and roles: kept once in the user hash, not copied
--- into every session (each copy would cost Redis memory per session).
-local function owner(prefix, user)
-  return redis.call('HMGET', prefix .. 'user:' .. user, 'id', 'name', 'roles')
-end
-
--- The reply shape shared by touch/rotate/list: positional session fields, times absolute.
-local function row(f, o)
-  return { f.s, o[1] or '', o[2] or '', f.u, f.c, int(at(f, 'l')), int(at(f, 'i')), int(at(f, 'e')),
-    f.ip or '', f.d or '' }
-end
-
--- Slide the idle deadline to now + idle (capped by the absolute deadline).
+-- Record a use at `now`: the idle deadline moves to now + idle (capped by the absolute one),
+-- the key's expiry and the active-count score with it.
 local function slide(session_key, active_key, f, now, idle)
   local c = tonumber(f.c)
   local ni = math.min(now + idle, at(f, 'e'))
   f.l = int(now - c)
   f.i = int(ni - c)
-  redis.call('HSET', session_key, 'l', f.l, 'i', f.i)
-  redis.call('PEXPIRE', session_key, int(ni - now))
+  local value = encode(f)
+  redis.call('SET', session_key, value, 'PX', int(ni - now))
   redis.call('ZADD', active_set(active_key, f.s), 'XX', int(ni), f.s)
+  return value
 end

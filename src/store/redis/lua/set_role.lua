@@ -8,15 +8,18 @@ for role in string.gmatch(roles, '[^,]+') do
   if role ~= ARGV[1] then out[#out + 1] = role end
 end
 if ARGV[2] == '1' then out[#out + 1] = ARGV[1] end
-redis.call('HSET', KEYS[1], 'roles', table.concat(out, ','))
--- Validations read the roles inside their script, where Redis client tracking does not see
--- the read (only declared keys are tracked). Re-set each session's expiry to the same instant
--- instead: that counts as a change to the session key, so every instance caching one of the
--- user's sessions is told to drop it and reads the new roles.
+roles = table.concat(out, ',')
+redis.call('HSET', KEYS[1], 'roles', roles)
+-- Every session carries its owner's roles (validation reads nothing else): rewrite them, with
+-- the expiry kept. Rewriting a session key also makes Redis tell every instance caching it to
+-- drop it, so the new roles apply at the next request everywhere.
 local index = redis.call('HGETALL', KEYS[2])
 for n = 2, #index, 2 do
   local session = ARGV[3] .. 'sess:' .. index[n]
-  local ttl = redis.call('PTTL', session)
-  if ttl > 0 then redis.call('PEXPIRE', session, ttl) end
+  local f = load_session(session)
+  if f then
+    f.roles = roles
+    redis.call('SET', session, encode(f), 'KEEPTTL')
+  end
 end
 return 1

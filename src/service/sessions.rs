@@ -1,14 +1,14 @@
-//! The session rules, applied: login, validate, refresh (rotate), logout, list, revoke.
+//! The session use cases: login, validate, refresh (rotate), logout, list, revoke.
 //!
 //! Handlers call these and nothing else; each method is a few store calls with the policy
-//! decided here.
+//! decided by `session` (the rules) applied here.
 
 use std::sync::Arc;
 
-use super::{device, SessionId, SessionPolicy, SessionToken, Timestamp, TokenHash};
+use super::protection::{account_key, LoginProtection};
 use crate::error::Error;
-use crate::limits::{Decision, KeyedLimiter};
-use crate::store::{GuardEvent, GuardRule, Lookup, SessionRecord, Store, StoreError};
+use crate::session::{device, SessionId, SessionPolicy, SessionToken, Timestamp, TokenHash};
+use crate::store::{GuardEvent, Lookup, SessionRecord, Store, StoreError, Validated};
 use crate::telemetry::metrics::Metrics;
 use crate::users::{Password, Passwords, Role, UserKey, Username};
 
@@ -50,10 +50,9 @@ pub struct Issued {
 pub struct Authenticated {
     /// Digest of the presented token.
     pub hash: TokenHash,
-    /// The session (after sliding).
-    pub session: SessionRecord,
-    /// The owner's current roles.
-    pub roles: Vec<String>,
+    /// The session (after sliding) and its owner's roles, as the store or the validation
+    /// cache answered (shared, not copied).
+    pub validated: Arc<Validated>,
 }
 
 impl RevokeReason {
@@ -71,65 +70,23 @@ impl RevokeReason {
 }
 
 impl Authenticated {
+    /// The session (after sliding).
+    #[must_use]
+    pub fn session(&self) -> &SessionRecord {
+        &self.validated.session
+    }
+
+    /// The owner's current roles.
+    #[must_use]
+    pub fn roles(&self) -> &[String] {
+        &self.validated.roles
+    }
+
     /// Whether the owner holds `role`.
     #[must_use]
     pub fn has_role(&self, role: &str) -> bool {
-        self.roles.iter().any(|r| r == role)
+        self.roles().iter().any(|r| r == role)
     }
-}
-
-/// Brute-force protection of logins.
-#[derive(Clone, Debug)]
-pub struct LoginProtection {
-    /// Attempts per account on this instance (governor).
-    pub account: Arc<KeyedLimiter>,
-    /// The failed-login guard shared through the store, if enabled.
-    pub guard: Option<LoginGuard>,
-}
-
-/// The shared failed-login guard: `failures` per `window` per account, on every instance.
-#[derive(Clone, Copy, Debug)]
-pub struct LoginGuard {
-    rule: GuardRule,
-    failures: u32,
-    window_secs: u64,
-}
-
-impl LoginGuard {
-    /// `failures` per `window`; `None` when `failures` is 0.
-    #[must_use]
-    pub fn new(failures: u32, window: std::time::Duration) -> Option<Self> {
-        let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
-        let interval_ms = window_ms / i64::from(failures.max(1));
-        (failures > 0 && interval_ms > 0).then_some(Self {
-            rule: GuardRule { interval_ms, tolerance_ms: window_ms - interval_ms },
-            failures,
-            window_secs: window.as_secs().max(1),
-        })
-    }
-
-    fn refusal(self, wait_ms: u64) -> Decision {
-        Decision {
-            limiter: "login_guard",
-            allowed: false,
-            remaining: 0,
-            reset_secs: wait_ms.div_ceil(1000).max(1),
-            policy: (self.failures, self.window_secs),
-        }
-    }
-}
-
-/// The per-account limiter's key: a digest of the normalised username, so attacker-chosen
-/// names are neither stored nor usable to grow keys beyond 16 bytes each.
-fn account_key(username: &str) -> u128 {
-    use sha2::Digest as _;
-    let digest = sha2::Sha256::new()
-        .chain_update(b"sessiond/login/")
-        .chain_update(username.to_ascii_lowercase().as_bytes())
-        .finalize();
-    let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&digest[..16]);
-    u128::from_be_bytes(bytes)
 }
 
 /// Session operations.
@@ -267,13 +224,13 @@ impl SessionService {
         let hash = token.hash();
         let lookup = self.store.touch_session(&hash, Timestamp::now(), self.policy.slide()).await;
         self.metrics.validation(match &lookup {
-            Ok(Lookup::Found { .. }) => "valid",
+            Ok(Lookup::Found(_)) => "valid",
             Ok(Lookup::Missing) => "invalid",
             Ok(Lookup::Expired) => "expired",
             Err(_) => "unavailable",
         });
         match lookup? {
-            Lookup::Found { session, roles } => Ok(Authenticated { hash, session, roles }),
+            Lookup::Found(validated) => Ok(Authenticated { hash, validated }),
             Lookup::Expired | Lookup::Missing => Err(Error::Unauthorized),
         }
     }
@@ -290,9 +247,10 @@ impl SessionService {
     /// 401 when the session ended meanwhile; 503 when the store is unavailable.
     pub async fn refresh(&self, auth: &Authenticated) -> Result<Issued, Error> {
         let (token, hash) =
-            SessionToken::generate_in(auth.session.user_key.shard()).map_err(|e| Error::Internal(e.to_string()))?;
+            SessionToken::generate_in(auth.session().user_key.shard()).map_err(|e| Error::Internal(e.to_string()))?;
         match self.store.rotate_session(&auth.hash, &hash, Timestamp::now(), self.policy.slide_now()).await? {
-            Lookup::Found { session, .. } => {
+            Lookup::Found(rotated) => {
+                let session = rotated.session.clone();
                 tracing::info!(session_id = session.session_id.as_str(), "session token rotated");
                 Ok(Issued { token, session })
             }
@@ -309,8 +267,8 @@ impl SessionService {
     /// logout may already have moved the session to a new token, and an acknowledged logout
     /// must end the session whichever token it now answers to.
     pub async fn logout(&self, auth: &Authenticated) -> Result<(), Error> {
-        let id = &auth.session.session_id;
-        if self.store.revoke_session_by_id(&auth.session.user_key, id).await? {
+        let id = &auth.session().session_id;
+        if self.store.revoke_session_by_id(&auth.session().user_key, id).await? {
             self.revoked(RevokeReason::Logout, &[id]);
         }
         Ok(())
@@ -321,7 +279,7 @@ impl SessionService {
     /// # Errors
     /// 503 when the store is unavailable.
     pub async fn list(&self, auth: &Authenticated) -> Result<Vec<SessionRecord>, Error> {
-        let mut sessions = self.store.list_sessions(&auth.session.user_key, Timestamp::now()).await?;
+        let mut sessions = self.store.list_sessions(&auth.session().user_key, Timestamp::now()).await?;
         sessions.sort_by(|a, b| (b.created_at, &b.session_id).cmp(&(a.created_at, &a.session_id)));
         Ok(sessions)
     }
@@ -332,7 +290,7 @@ impl SessionService {
     /// 404 when the id is malformed or not one of the caller's live sessions.
     pub async fn revoke(&self, auth: &Authenticated, session_id: &str) -> Result<(), Error> {
         let id = SessionId::parse(session_id).ok_or(Error::NotFound("session"))?;
-        if self.store.revoke_session_by_id(&auth.session.user_key, &id).await? {
+        if self.store.revoke_session_by_id(&auth.session().user_key, &id).await? {
             self.revoked(RevokeReason::Logout, &[&id]);
             Ok(())
         } else {
@@ -345,9 +303,9 @@ impl SessionService {
     /// # Errors
     /// 503 when the store is unavailable.
     pub async fn revoke_all(&self, auth: &Authenticated, except_current: bool) -> Result<u64, Error> {
-        let keep = except_current.then_some(&auth.session.session_id);
-        let revoked = self.store.revoke_user_sessions(&auth.session.user_key, keep).await?;
-        self.revoked_many(RevokeReason::LogoutAll, &auth.session.user_id, revoked);
+        let keep = except_current.then_some(&auth.session().session_id);
+        let revoked = self.store.revoke_user_sessions(&auth.session().user_key, keep).await?;
+        self.revoked_many(RevokeReason::LogoutAll, &auth.session().user_id, revoked);
         Ok(revoked)
     }
 
@@ -364,7 +322,7 @@ impl SessionService {
             return Err(Error::NotFound("user"));
         }
         let revoked = self.store.revoke_user_sessions(&key, None).await?;
-        tracing::info!(admin_user_id = %auth.session.user_id, "admin revoked a user's sessions");
+        tracing::info!(admin_user_id = %auth.session().user_id, "admin revoked a user's sessions");
         self.revoked_many(RevokeReason::Admin, "-", revoked);
         Ok(revoked)
     }

@@ -4,11 +4,11 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use super::{Password, Passwords, Role, UserKey, Username};
 use crate::error::Error;
 use crate::session::Timestamp;
 use crate::store::{Store, UserRecord};
 use crate::telemetry::metrics::Metrics;
+use crate::users::{Password, Passwords, Role, UserKey, Username};
 
 /// Account operations.
 #[derive(Clone)]

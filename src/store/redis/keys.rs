@@ -1,0 +1,47 @@
+//! Key names, in one place so that the schema in the module docs and the scripts' key
+//! arguments cannot drift apart.
+
+use crate::session::{Shard, TokenHash};
+use crate::users::UserKey;
+
+/// Sorted sets per shard counting live sessions (`ACTIVE_SETS` in `lua/prelude.lua`; a test
+/// checks that both agree).
+pub(super) const ACTIVE_SETS: u8 = 4;
+
+/// `sessiond:{xyz}:`: every key of one shard shares the hash tag, so one script may name them all.
+pub(super) fn prefix(shard: Shard) -> String {
+    format!("sessiond:{{{:03x}}}:", shard.index())
+}
+
+pub(super) fn user(user: &UserKey) -> String {
+    format!("{}user:{}", prefix(user.shard()), user.as_str())
+}
+
+pub(super) fn user_sessions(user: &UserKey) -> String {
+    format!("{}user-sessions:{}", prefix(user.shard()), user.as_str())
+}
+
+pub(super) fn session(hash: &TokenHash) -> String {
+    format!("{}sess:{}", prefix(hash.shard()), hash.encoded())
+}
+
+/// The base name of the shard's active-session sets; the sets are `<base>:0` … (`ACTIVE_SETS`
+/// in `lua/prelude.lua`), chosen by the session id's first byte.
+pub(super) fn active(shard: Shard) -> String {
+    format!("{}active", prefix(shard))
+}
+
+/// Every active-session set of the shard.
+pub(super) fn active_sets(shard: Shard) -> impl Iterator<Item = String> {
+    let base = active(shard);
+    (0..ACTIVE_SETS).map(move |n| format!("{base}:{n}"))
+}
+
+/// The guard is keyed by a digest, so attacker-chosen usernames are never stored verbatim.
+pub(super) fn login_guard(user: &UserKey) -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(user.as_str().as_bytes());
+    let short = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..16]);
+    format!("{}login-guard:{short}", prefix(user.shard()))
+}
