@@ -213,6 +213,7 @@ pub fn build_store(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<Ar
                 password: config.redis_password.clone(),
                 timeout: config.redis_timeout,
                 pool_size: usize::from(config.redis_pool_size),
+                validation_pool_size: usize::from(config.redis_validation_pool_size),
                 wait_replicas: config.redis_wait_replicas,
                 wait_timeout: config.redis_wait_timeout,
                 near_cache: (!config.validation_cache_ttl.is_zero() && config.validation_cache_size > 0).then_some(

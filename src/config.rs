@@ -62,9 +62,16 @@ pub struct Config {
     #[arg(long, env = "SESSIOND_REDIS_TIMEOUT", default_value = "250ms", value_parser = parse_duration)]
     pub redis_timeout: Duration,
 
-    /// Number of multiplexed Redis connections.
+    /// Number of multiplexed Redis connections for logins, writes and scripts.
     #[arg(long, env = "SESSIOND_REDIS_POOL_SIZE", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub redis_pool_size: u16,
+
+    /// Multiplexed Redis connections (per node) that validations read with, apart from the
+    /// pool above so that no script queues ahead of a validation. Few is better: concurrent
+    /// validations sharing a connection reach Redis in batches, which costs Redis less than
+    /// the same reads spread one by one over many connections (`docs/performance.md`).
+    #[arg(long, env = "SESSIOND_REDIS_VALIDATION_POOL_SIZE", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub redis_validation_pool_size: u16,
 
     /// How long a validated session may be answered from this instance's memory after it was
     /// read from Redis. Redis client tracking evicts it as soon as it changes anywhere, so this
@@ -287,6 +294,7 @@ impl fmt::Debug for Config {
             .field("redis_url", &self.redis_url.as_ref().map(|_| "<redacted>"))
             .field("redis_timeout", &self.redis_timeout)
             .field("redis_pool_size", &self.redis_pool_size)
+            .field("redis_validation_pool_size", &self.redis_validation_pool_size)
             .field("idle_timeout", &self.idle_timeout)
             .field("absolute_timeout", &self.absolute_timeout)
             .field("max_sessions_per_user", &self.max_sessions_per_user)

@@ -222,7 +222,11 @@ impl SessionService {
     /// 401 when the token is unknown, expired or revoked; 503 when the store is unavailable.
     pub async fn authenticate(&self, token: &SessionToken) -> Result<Authenticated, Error> {
         let hash = token.hash();
-        let lookup = self.store.touch_session(&hash, Timestamp::now(), self.policy.slide()).await;
+        let (now, slide) = (Timestamp::now(), self.policy.slide());
+        let lookup = match self.store.cached_validation(&hash, now, slide) {
+            Some(hit) => Ok(hit),
+            None => self.store.touch_session(&hash, now, slide).await,
+        };
         self.metrics.validation(match &lookup {
             Ok(Lookup::Found(_)) => "valid",
             Ok(Lookup::Missing) => "invalid",

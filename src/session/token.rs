@@ -27,9 +27,10 @@ pub const TOKEN_LEN: usize = 43;
 /// Length of an encoded session id: 16 bytes in unpadded base64url.
 pub const SESSION_ID_LEN: usize = 22;
 
-/// The bearer secret. Not `Display`, and its `Debug` is redacted.
+/// The bearer secret. Not `Display`, and its `Debug` is redacted. Kept inline (43 ASCII
+/// bytes), so reading one from a request allocates nothing.
 #[derive(Clone, PartialEq, Eq)]
-pub struct SessionToken(String);
+pub struct SessionToken([u8; TOKEN_LEN]);
 
 impl SessionToken {
     /// Accept exactly the canonical encoding of 32 bytes; anything else is not a token.
@@ -40,7 +41,7 @@ impl SessionToken {
         }
         let mut bytes = [0u8; 33];
         match URL_SAFE_NO_PAD.decode_slice(text, &mut bytes) {
-            Ok(32) => Some(Self(text.to_owned())),
+            Ok(32) => Some(Self(text.as_bytes().try_into().ok()?)),
             _ => None,
         }
     }
@@ -60,7 +61,9 @@ impl SessionToken {
                 URL_SAFE_NO_PAD.encode_string(candidate, &mut text);
                 let hash = TokenHash::of(&text);
                 if hash.shard() == shard {
-                    return Ok((Self(text), hash));
+                    if let Ok(token) = text.as_bytes().try_into() {
+                        return Ok((Self(token), hash));
+                    }
                 }
             }
         }
@@ -69,13 +72,14 @@ impl SessionToken {
     /// The digest under which the store knows this session.
     #[must_use]
     pub fn hash(&self) -> TokenHash {
-        TokenHash::of(&self.0)
+        TokenHash::of(self.expose())
     }
 
     /// The secret itself: only for the login response body and the `Set-Cookie` header.
     #[must_use]
     pub fn expose(&self) -> &str {
-        &self.0
+        // Only base64url characters are ever stored (checked by `parse`, written by `generate_in`).
+        std::str::from_utf8(&self.0).unwrap_or_default()
     }
 }
 
@@ -128,6 +132,11 @@ impl TokenHash {
     #[must_use]
     pub fn encoded(&self) -> String {
         URL_SAFE_NO_PAD.encode(self.0)
+    }
+
+    /// [`Self::encoded`], appended to `out`.
+    pub fn encode_into(&self, out: &mut String) {
+        URL_SAFE_NO_PAD.encode_string(self.0, out);
     }
 }
 

@@ -81,6 +81,13 @@ impl Store for Cached {
         }
         result
     }
+    fn cached_validation(&self, hash: &TokenHash, now: Timestamp, slide: Slide) -> Option<Lookup> {
+        let hit = self.cache.get(hash, now, slide)?;
+        if let Some(metrics) = &self.metrics {
+            metrics.validation_cache(true);
+        }
+        Some(hit)
+    }
     async fn rotate_session(
         &self,
         old: &TokenHash,

@@ -190,6 +190,13 @@ pub trait Store: Send + Sync + 'static {
     /// Validate: return the session if it is live, sliding its idle deadline by `slide`.
     async fn touch_session(&self, hash: &TokenHash, now: Timestamp, slide: Slide) -> Result<Lookup, StoreError>;
 
+    /// A validation answered from memory, when this store keeps a validation cache and it may
+    /// answer (see [`cached::Cached`]); `None` means: call [`Store::touch_session`]. Not async,
+    /// so a cache hit costs no future and no allocation.
+    fn cached_validation(&self, _hash: &TokenHash, _now: Timestamp, _slide: Slide) -> Option<Lookup> {
+        None
+    }
+
     /// Move a live session from `old` to `new` (token rotation), sliding its idle deadline.
     /// `created_at` and `expires_at` are kept. Returns `Missing`/`Expired` when `old` is gone.
     async fn rotate_session(

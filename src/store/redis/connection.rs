@@ -33,6 +33,8 @@ pub struct RedisSettings {
     pub timeout: Duration,
     /// Connections in the pool (per node in a Cluster).
     pub pool_size: usize,
+    /// Connections validations read with (per node), apart from the pool.
+    pub validation_pool_size: usize,
     /// Revocations and rotations wait until this many replicas acknowledged them (0: no wait).
     pub wait_replicas: u8,
     /// How long they wait for that acknowledgement.
@@ -52,6 +54,7 @@ impl RedisSettings {
             password: None,
             timeout: Duration::from_millis(250),
             pool_size: 4,
+            validation_pool_size: 1,
             wait_replicas: 0,
             wait_timeout: Duration::from_millis(100),
             near_cache: None,
@@ -65,6 +68,7 @@ impl std::fmt::Debug for RedisSettings {
         f.debug_struct("RedisSettings")
             .field("timeout", &self.timeout)
             .field("pool_size", &self.pool_size)
+            .field("validation_pool_size", &self.validation_pool_size)
             .field("wait_replicas", &self.wait_replicas)
             .finish_non_exhaustive()
     }
@@ -93,18 +97,22 @@ impl RedisStore {
         drop(pool.connect_pool());
         let background = builder.build()?;
         drop(background.connect());
+        let validation_pool_size = settings.validation_pool_size.max(1);
         let validations = match settings.near_cache {
             Some(cache_settings) => {
                 // Invalidation pushes share the connection with replies only in RESP3.
                 config.version = fred::types::RespVersion::RESP3;
-                let tracked =
-                    configured(Builder::from_config(config), timeout).build_pool(settings.pool_size.max(1))?;
+                let tracked = configured(Builder::from_config(config), timeout).build_pool(validation_pool_size)?;
                 let cache = Arc::new(NearCache::new(cache_settings, tracked.size()));
                 let tracking = tracking::Tracking::start(&tracked, &cache, timeout);
                 drop(tracked.connect_pool());
-                Some(Validations { pool: tracked, cache, _tracking: tracking })
+                Validations { pool: tracked, cache: Some(cache), _tracking: Some(tracking) }
             }
-            None => None,
+            None => {
+                let reads = builder.build_pool(validation_pool_size)?;
+                drop(reads.connect_pool());
+                Validations { pool: reads, cache: None, _tracking: None }
+            }
         };
         let durable = if settings.wait_replicas > 0 {
             // WAIT's own timeout comes on top of the command timeout.
@@ -117,7 +125,7 @@ impl RedisStore {
             None
         };
         let starting = Arc::new(AtomicBool::new(true));
-        tokio::spawn(end_of_startup(pool.clone(), validations.as_ref().map(|v| v.pool.clone()), starting.clone()));
+        tokio::spawn(end_of_startup(pool.clone(), validations.pool.clone(), starting.clone()));
         Ok(Self {
             pool,
             background,
@@ -139,10 +147,7 @@ impl RedisStore {
         let both = async {
             self.pool.wait_for_connect().await?;
             self.background.wait_for_connect().await?;
-            match &self.validations {
-                Some(validations) => validations.pool.wait_for_connect().await,
-                None => Ok(()),
-            }
+            self.validations.pool.wait_for_connect().await
         };
         match tokio::time::timeout(within, both).await {
             Ok(Ok(())) => Ok(()),
@@ -157,12 +162,9 @@ impl RedisStore {
         self.connected(&self.pool, op).await
     }
 
-    /// The client validations read with: the tracked pool when the cache is on.
+    /// The client validations read with (tracked when the cache is on).
     pub(super) async fn validation_client(&self, op: &'static str) -> Result<&Client, StoreError> {
-        match &self.validations {
-            Some(validations) => self.connected(&validations.pool, op).await,
-            None => self.client(op).await,
-        }
+        self.connected(&self.validations.pool, op).await
     }
 
     pub(super) fn background_client(&self, op: &'static str) -> Result<&Client, StoreError> {
@@ -206,12 +208,10 @@ fn ready<'a>(client: &'a Client, op: &'static str) -> Result<&'a Client, StoreEr
 }
 
 /// Start-up ends when the pools first connect, or after [`STARTUP_GRACE`] if Redis is not there.
-async fn end_of_startup(pool: Pool, tracked: Option<Pool>, starting: Arc<AtomicBool>) {
+async fn end_of_startup(pool: Pool, validations: Pool, starting: Arc<AtomicBool>) {
     let connected = async {
         let _ = pool.wait_for_connect().await;
-        if let Some(tracked) = tracked {
-            let _ = tracked.wait_for_connect().await;
-        }
+        let _ = validations.wait_for_connect().await;
     };
     let _ = tokio::time::timeout(STARTUP_GRACE, connected).await;
     starting.store(false, Ordering::Release);
@@ -229,7 +229,7 @@ fn configured(mut builder: Builder, timeout: Duration) -> Builder {
             c.unresponsive =
                 UnresponsiveConfig { max_timeout: Some(Duration::from_secs(2)), interval: Duration::from_millis(500) };
             c.tcp = TcpConfig {
-                nodelay: Some(true),
+                nodelay: Some(false),
                 keepalive: Some(fred::socket2::TcpKeepalive::new().with_time(Duration::from_secs(30))),
                 ..TcpConfig::default()
             };

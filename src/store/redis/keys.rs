@@ -21,8 +21,18 @@ pub(super) fn user_sessions(user: &UserKey) -> String {
     format!("{}user-sessions:{}", prefix(user.shard()), user.as_str())
 }
 
+/// Built by hand rather than with `format!`: every validation that reaches Redis names one.
 pub(super) fn session(hash: &TokenHash) -> String {
-    format!("{}sess:{}", prefix(hash.shard()), hash.encoded())
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let shard = hash.shard().index();
+    let mut key = String::with_capacity(42);
+    key.push_str("sessiond:{");
+    for shift in [8, 4, 0] {
+        key.push(char::from(HEX[usize::from((shard >> shift) & 0xf)]));
+    }
+    key.push_str("}:sess:");
+    hash.encode_into(&mut key);
+    key
 }
 
 /// The base name of the shard's active-session sets; the sets are `<base>:0` … (`ACTIVE_SETS`
@@ -44,4 +54,17 @@ pub(super) fn login_guard(user: &UserKey) -> String {
     let digest = sha2::Sha256::digest(user.as_str().as_bytes());
     let short = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..16]);
     format!("{}login-guard:{short}", prefix(user.shard()))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_session_key_is_the_prefix_and_the_digest() {
+        for n in 0..200 {
+            let (_, hash) =
+                crate::session::SessionToken::generate_in(crate::session::Shard::of_user(&format!("user{n}")))
+                    .expect("random");
+            assert_eq!(super::session(&hash), format!("{}sess:{}", super::prefix(hash.shard()), hash.encoded()));
+        }
+    }
 }

@@ -149,7 +149,8 @@ fn user_id_from_stored(stored: &str) -> String {
         Ok(16) if stored.len() == 22 => {
             let mut id = [0u8; 16];
             id.copy_from_slice(&bytes[..16]);
-            uuid::Uuid::from_bytes(id).hyphenated().to_string()
+            let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+            uuid::Uuid::from_bytes(id).hyphenated().encode_lower(&mut text).to_owned()
         }
         _ => stored.to_owned(),
     }
