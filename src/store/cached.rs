@@ -67,12 +67,11 @@ impl Store for Cached {
         Ok(evicted)
     }
     async fn touch_session(&self, hash: &TokenHash, now: Timestamp, slide: Slide) -> Result<Lookup, StoreError> {
-        let hit = self.cache.get(hash, now, slide);
-        if let Some(metrics) = &self.metrics {
-            metrics.validation_cache(hit.is_some());
-        }
-        if let Some(hit) = hit {
+        if let Some(hit) = self.cached_validation(hash, now, slide) {
             return Ok(hit);
+        }
+        if let Some(metrics) = &self.metrics {
+            metrics.validation_cache(false);
         }
         let ticket = self.cache.begin(hash);
         let result = self.inner.touch_session(hash, now, slide).await;
