@@ -226,6 +226,48 @@ export default function () {
     }
   });
 
+  group('account', () => {
+    const owner = `${username}-acct`;
+    ok(register(owner, R), 'register a second account', 201);
+    const first = login(owner, R);
+    ok(first.res, 'login of the second account', 200);
+    check(first.res, {
+      'login: device token header': (r) => header(r, 'sessiond-device-token').length > 0,
+      'login: device token cookie is HttpOnly and SameSite=Strict': (r) =>
+        /sessiond_device=[^;]+;[^,]*HttpOnly;[^,]*SameSite=Strict/i.test(header(r, 'Set-Cookie')),
+    });
+    const other = login(owner, R);
+    const change = (current, next, expect) =>
+      request('POST', '/v1/account/password', opts({
+        endpoint: 'account_password',
+        auth: bearer(first.token),
+        body: { current_password: current, new_password: next },
+        expect,
+      }));
+    checkProblem(change('not the password', `${PASSWORD}-new`, [403]), 403, 'password change with a wrong current password');
+    checkProblem(change(PASSWORD, 'short', [422]), 422, 'password change to a too-short password');
+    const changed = change(PASSWORD, `${PASSWORD}-new`, [200]);
+    ok(changed, 'password change', 200);
+    const rotated = json(changed) || {};
+    check(changed, { 'password change: same session, new token': () => rotated.session_id === first.sessionId && rotated.token !== first.token });
+    for (const [label, t] of [['old token', first.token], ['other session', other.token]]) {
+      const r = request('GET', '/v1/profile', opts({ endpoint: 'profile', auth: bearer(t), expect: [401] }));
+      checkProblem(r, 401, `profile with the ${label} after a password change`);
+    }
+    checkProblem(login(owner, Object.assign({ expect: [401] }, R)).res, 401, 'login with the old password');
+    const remove = (password, expect) =>
+      request('DELETE', '/v1/account', opts({ endpoint: 'account_delete', auth: bearer(rotated.token), body: { password }, expect }));
+    checkProblem(remove(PASSWORD, [403]), 403, 'account deletion with a wrong password');
+    ok(remove(`${PASSWORD}-new`, [204]), 'account deletion', 204);
+    const gone = request('GET', '/v1/profile', opts({ endpoint: 'profile', auth: bearer(rotated.token), expect: [401] }));
+    checkProblem(gone, 401, 'profile after account deletion');
+    checkProblem(
+      login(owner, Object.assign({ expect: [401] }, R, { password: `${PASSWORD}-new` })).res,
+      401,
+      'login of a deleted account',
+    );
+  });
+
   group('error shapes', () => {
     checkProblem(
       request('GET', '/v1/profile', opts({ endpoint: 'profile', expect: [401] })),

@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::http::{self, AppState, CookieSettings, HttpSettings, RateLimitState};
 use crate::limits::{Limiters, TrustedProxies};
-use crate::service::{LoginGuard, LoginProtection, SessionService, UserService};
+use crate::service::{AdminService, LoginGuard, LoginProtection, SessionService, UserService};
 use crate::session::{SessionPolicy, Timestamp};
 use crate::store::cached::Cached;
 use crate::store::instrumented::Instrumented;
@@ -27,7 +27,7 @@ use crate::store::redis::{RedisSettings, RedisStore};
 use crate::store::Store;
 use crate::telemetry::http::Observe;
 use crate::telemetry::metrics::Metrics;
-use crate::users::Passwords;
+use crate::users::{DeviceTokens, Passwords};
 
 /// How often expired sessions' bookkeeping is trimmed.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(30);
@@ -68,9 +68,25 @@ impl Application {
             config.rate_limit_login_account,
             config.rate_limit_register_ip,
         );
+        let devices = match &config.device_token_key {
+            Some(key) => DeviceTokens::new(key.as_bytes(), config.device_token_ttl),
+            None => {
+                if config.redis_url.is_some() {
+                    tracing::warn!(
+                        "SESSIOND_DEVICE_TOKEN_KEY is not set: device tokens hold on this instance only; \
+                         set the same key on every instance"
+                    );
+                }
+                DeviceTokens::random(config.device_token_ttl).context("drawing the device-token key")?
+            }
+        };
         let protection = LoginProtection {
+            store: store.clone(),
+            passwords: passwords.clone(),
+            metrics: metrics.clone(),
             account: limiters.login_account.clone(),
             guard: LoginGuard::new(config.login_failures, config.login_failure_window),
+            devices: Arc::new(devices),
         };
         let policy = SessionPolicy {
             idle_timeout: config.idle_timeout,
@@ -79,9 +95,21 @@ impl Application {
         };
         let ready = Arc::new(AtomicBool::new(true));
         let state = Arc::new(AppState {
-            sessions: SessionService::new(store.clone(), passwords.clone(), policy, metrics.clone(), protection),
-            users: UserService::new(store.clone(), passwords, usize::from(config.password_min_length), metrics.clone()),
-            cookie: Arc::new(CookieSettings { name: config.cookie_name.clone(), secure: config.cookie_secure }),
+            sessions: SessionService::new(store.clone(), policy, metrics.clone(), protection.clone()),
+            users: UserService::new(
+                store.clone(),
+                passwords,
+                usize::from(config.password_min_length),
+                metrics.clone(),
+                protection,
+                policy,
+            ),
+            admin: AdminService::new(store.clone(), metrics.clone()),
+            cookie: Arc::new(CookieSettings {
+                name: config.cookie_name.clone(),
+                secure: config.cookie_secure,
+                device_ttl: config.device_token_ttl,
+            }),
             ready: ready.clone(),
         });
         let settings = HttpSettings {
@@ -214,7 +242,7 @@ pub fn build_store(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<Ar
                 timeout: config.redis_timeout,
                 pool_size: usize::from(config.redis_pool_size),
                 validation_pool_size: usize::from(config.redis_validation_pool_size),
-                wait_replicas: config.redis_wait_replicas,
+                wait_replicas: config.effective_wait_replicas(),
                 wait_timeout: config.redis_wait_timeout,
                 near_cache: (!config.validation_cache_ttl.is_zero() && config.validation_cache_size > 0).then_some(
                     NearCacheSettings {

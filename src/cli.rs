@@ -1,12 +1,17 @@
-//! Operator subcommands on the same binary and configuration as the server.
+//! Operator subcommands on the same binary and configuration as the server. They go through
+//! the same admin service as the admin API, so they apply the same rules and leave the same
+//! audit trail (with `cli` as the actor).
 
 use std::time::Duration;
 
-use anyhow::{bail, Context as _};
+use anyhow::bail;
 
 use crate::app::build_store;
 use crate::config::{AdminCommand, Config};
-use crate::users::{Role, Username};
+use crate::error::Error;
+use crate::service::AdminService;
+use crate::telemetry::audit::Actor;
+use crate::telemetry::metrics::Metrics;
 
 /// Run `sessiond admin …`.
 ///
@@ -16,29 +21,55 @@ pub async fn run_admin(config: &Config, command: AdminCommand) -> anyhow::Result
     if config.redis_url.is_none() {
         bail!("admin commands change the shared store: set SESSIOND_REDIS_URL");
     }
-    let (username, role, granted) = match &command {
-        AdminCommand::GrantRole { username, role } => (username, role, true),
-        AdminCommand::RevokeRole { username, role } => (username, role, false),
-    };
-    let username = Username::parse(username).map_err(|e| anyhow::anyhow!("invalid username: {e}"))?;
-    let role = Role::parse(role).map_err(|e| anyhow::anyhow!("invalid role: {e}"))?;
-    let store = build_store(config, &crate::telemetry::metrics::Metrics::new())?;
+    let metrics = Metrics::new();
+    let admin = AdminService::new(build_store(config, &metrics)?, metrics);
     let mut attempt = 0;
-    let found = loop {
-        match store.set_role(&username.key(), role.as_str(), granted).await {
-            Ok(found) => break found,
+    loop {
+        match run_once(&admin, &command).await {
+            Ok(done) => {
+                println!("{done}");
+                return Ok(());
+            }
             // The pool connects in the background; give it a few seconds.
-            Err(_) if attempt < 50 => {
+            Err(Error::Unavailable(_)) if attempt < 50 => {
                 attempt += 1;
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            Err(error) => return Err(error).context("the session store is unavailable"),
+            Err(Error::Unavailable(_)) => bail!("the session store is unavailable"),
+            Err(Error::NotFound(_)) => bail!("no such user: {}", username_of(&command)),
+            Err(Error::InvalidField { detail, .. }) => bail!("invalid role: {detail}"),
+            Err(error) => bail!("{error}"),
         }
-    };
-    if !found {
-        bail!("no such user: {}", username.as_str());
     }
-    let verb = if granted { "granted role" } else { "removed role" };
-    println!("{verb} {} {} {}", role.as_str(), if granted { "to" } else { "from" }, username.as_str());
-    Ok(())
+}
+
+fn username_of(command: &AdminCommand) -> &str {
+    match command {
+        AdminCommand::GrantRole { username, .. }
+        | AdminCommand::RevokeRole { username, .. }
+        | AdminCommand::Disable { username }
+        | AdminCommand::Enable { username } => username,
+    }
+}
+
+/// One attempt; the line to print on success.
+async fn run_once(admin: &AdminService, command: &AdminCommand) -> Result<String, Error> {
+    Ok(match command {
+        AdminCommand::GrantRole { username, role } => {
+            admin.set_role(Actor::CLI, username, role, true).await?;
+            format!("granted role {role} to {username}")
+        }
+        AdminCommand::RevokeRole { username, role } => {
+            admin.set_role(Actor::CLI, username, role, false).await?;
+            format!("removed role {role} from {username}")
+        }
+        AdminCommand::Disable { username } => {
+            let ended = admin.set_disabled(Actor::CLI, username, true).await?;
+            format!("disabled {username} ({ended} sessions ended)")
+        }
+        AdminCommand::Enable { username } => {
+            admin.set_disabled(Actor::CLI, username, false).await?;
+            format!("enabled {username}")
+        }
+    })
 }

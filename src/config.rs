@@ -51,8 +51,10 @@ pub struct Config {
 
     /// Revocations and token rotations are acknowledged only after this many replicas have
     /// them (`WAIT`), so a failover cannot bring a logged-out session back. 0: no wait.
-    #[arg(long, env = "SESSIOND_REDIS_WAIT_REPLICAS", default_value_t = 0)]
-    pub redis_wait_replicas: u8,
+    /// Default: 1 with a `redis-sentinel://` URL (a Sentinel deployment exists to fail over),
+    /// else 0.
+    #[arg(long, env = "SESSIOND_REDIS_WAIT_REPLICAS")]
+    pub redis_wait_replicas: Option<u8>,
 
     /// How long a revocation waits for replicas before answering 503.
     #[arg(long, env = "SESSIOND_REDIS_WAIT_TIMEOUT", default_value = "100ms", value_parser = parse_duration)]
@@ -76,7 +78,7 @@ pub struct Config {
     /// How long a validated session may be answered from this instance's memory after it was
     /// read from Redis. Redis client tracking evicts it as soon as it changes anywhere, so this
     /// is only a backstop; `0` turns the cache off (every validation reads Redis).
-    #[arg(long, env = "SESSIOND_VALIDATION_CACHE_TTL", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "SESSIOND_VALIDATION_CACHE_TTL", default_value = "10s", value_parser = parse_duration_or_zero)]
     pub validation_cache_ttl: Duration,
 
     /// Most sessions held in the validation cache (each costs well under 1 KiB).
@@ -107,7 +109,7 @@ pub struct Config {
     #[arg(long, env = "SESSIOND_CORS_ORIGINS", value_delimiter = ',', value_parser = parse_origin)]
     pub cors_origins: Vec<String>,
 
-    /// Minimum password length in bytes (the maximum is 1024).
+    /// Minimum password length in characters (the maximum is 1024 bytes).
     #[arg(long, env = "SESSIOND_PASSWORD_MIN_LENGTH", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub password_min_length: u16,
 
@@ -189,6 +191,21 @@ pub struct Config {
     #[arg(long, env = "SESSIOND_HASH_FLOOD_SHARE", default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=100))]
     pub hash_flood_share: u8,
 
+    /// Secret that signs device tokens (at least 32 characters). Instances sharing a store
+    /// must share it; unset, a random one is drawn at start and tokens hold on this process
+    /// only.
+    #[arg(long, env = "SESSIOND_DEVICE_TOKEN_KEY", hide_env_values = true)]
+    pub device_token_key: Option<String>,
+
+    /// How long a device token (proof that a client logged in as a user before, which keeps
+    /// it a login allowance of its own) stays valid; renewed at every login.
+    #[arg(long, env = "SESSIOND_DEVICE_TOKEN_TTL", default_value = "30d", value_parser = parse_duration)]
+    pub device_token_ttl: Duration,
+
+    /// File the audit trail (JSON, one event per line) is appended to; unset: standard error.
+    #[arg(long, env = "SESSIOND_AUDIT_LOG")]
+    pub audit_log: Option<std::path::PathBuf>,
+
     /// Log format.
     #[arg(long, env = "SESSIOND_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
     pub log_format: LogFormat,
@@ -221,6 +238,10 @@ pub enum AdminCommand {
     GrantRole { username: String, role: String },
     /// Remove a role from a user (idempotent).
     RevokeRole { username: String, role: String },
+    /// Disable a user: every session ends, and login is refused until enabled.
+    Disable { username: String },
+    /// Enable a disabled user again.
+    Enable { username: String },
 }
 
 /// A configuration that cannot be used: print it and leave with this exit code.
@@ -267,12 +288,28 @@ impl Config {
                 humantime::format_duration(self.absolute_timeout)
             ));
         }
+        // Checked here rather than by a value parser, whose error would quote the value.
+        if self.device_token_key.as_ref().is_some_and(|key| key.chars().count() < 32) {
+            return Err("error: SESSIOND_DEVICE_TOKEN_KEY must be at least 32 characters".to_owned());
+        }
         if let Some(url) = &self.redis_url {
             if fred::types::config::Config::from_url(url).is_err() {
                 return Err("error: SESSIOND_REDIS_URL is not a valid Redis URL".to_owned());
             }
         }
         Ok(())
+    }
+
+    /// Replicas a revocation waits for: as configured, else 1 behind Sentinel and 0 otherwise.
+    #[must_use]
+    pub fn effective_wait_replicas(&self) -> u8 {
+        self.redis_wait_replicas.unwrap_or_else(|| {
+            let sentinel = self.redis_url.as_deref().is_some_and(|url| {
+                let scheme = url.split("://").next().unwrap_or_default().to_ascii_lowercase();
+                scheme == "redis-sentinel" || scheme == "rediss-sentinel"
+            });
+            u8::from(sentinel)
+        })
     }
 
     /// Concurrent password hashes allowed.

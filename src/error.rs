@@ -28,6 +28,12 @@ pub enum Error {
     /// Authenticated, but the role is missing.
     #[error("forbidden")]
     Forbidden,
+    /// The password given to confirm a sensitive operation is wrong.
+    #[error("re-authentication failed")]
+    ReauthenticationFailed,
+    /// The request contradicts the resource's state (the sentence says how).
+    #[error("conflict: {0}")]
+    Conflict(&'static str),
     /// The resource does not exist, or is not the caller's.
     #[error("not found")]
     NotFound(&'static str),
@@ -90,7 +96,8 @@ impl Error {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::InvalidField { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unauthorized | Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
-            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::Forbidden | Self::ReauthenticationFailed => StatusCode::FORBIDDEN,
+            Self::Conflict(_) => StatusCode::CONFLICT,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -122,6 +129,12 @@ impl Error {
             Self::Forbidden => {
                 ("forbidden", "Forbidden", "This operation needs a role the caller does not have.".to_owned())
             }
+            Self::ReauthenticationFailed => (
+                "reauthentication-failed",
+                "Re-authentication failed",
+                "The password given to confirm this operation is incorrect.".to_owned(),
+            ),
+            Self::Conflict(why) => ("conflict", "Conflict", (*why).to_owned()),
             Self::NotFound(what) => ("not-found", "Not found", format!("No such {what}.")),
             Self::MethodNotAllowed => {
                 ("method-not-allowed", "Method not allowed", "This route does not accept that method.".to_owned())

@@ -12,8 +12,9 @@
 //!    │  http      middleware (observe → panic → headers → CORS → rate limit → timeout),
 //!    │            extractors (AppJson, AuthSession), thin handlers          ─┐
 //!    ▼                                                                       │ error: one Error
-//!  service        the use cases: login, validate, rotate, revoke, register  ─┘ → problem+json
-//!    │    └──────► limits (governor, client address)   telemetry (metrics, traces, logs)
+//!  service        the use cases: login, validate, rotate, revoke; register,  ─┘ → problem+json
+//!    │            password change, deletion; admin; login protection
+//!    │    └──────► limits (governor, client address)   telemetry (metrics, traces, logs, audit)
 //!    ▼
 //!  store          the contract (trait), validation cache, instrumentation
 //!    ├─ store::redis    fred: one GET per validation, one Lua script per write
@@ -33,8 +34,8 @@
 //! | [`limits`] | rate limits (governor), the client address they key on, their response headers |
 //! | [`store`] | the storage contract, its key schema, the Redis (fred) and in-memory backends, and the validation cache kept coherent by Redis client tracking |
 //! | [`session`] | the rules: token and id types, timeouts, sliding expiry, caps |
-//! | [`users`] | usernames, roles and password hashing (argon2id on a bounded pool) |
-//! | [`telemetry`] | the metric catalog, the HTTP observation layer, tracing and OTLP |
+//! | [`users`] | usernames, roles, password hashing (argon2id on a bounded pool), device tokens |
+//! | [`telemetry`] | the metric catalog, the HTTP observation layer, tracing and OTLP, the audit trail |
 //! | [`cli`] | operator subcommands (`sessiond admin …`) sharing the server's configuration |
 //!
 //! Nothing secret leaves the process: tokens are only ever stored as SHA-256 digests, and the

@@ -17,7 +17,13 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(exit) => return exit.report(),
     };
-    let telemetry = telemetry::init(&config);
+    let telemetry = match telemetry::init(&config) {
+        Ok(telemetry) => telemetry,
+        Err(message) => {
+            eprintln!("{message}");
+            return ExitCode::from(2);
+        }
+    };
 
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,

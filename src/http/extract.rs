@@ -5,8 +5,11 @@
 //!   mistyped password must not come back in an error body).
 //! * [`AuthSession`] — the caller's validated session, from `Authorization: Bearer`, else the
 //!   session cookie, else `x-session-id`.
+//! * [`FreshSession`] — the same, validated against the store itself and never the validation
+//!   cache: for the privileged routes (admin, password change, account deletion).
 //! * [`PresentedToken`] — the same credential, unvalidated and optional (login rotation).
-//! * [`ClientMeta`] — address and `User-Agent` recorded with a new session.
+//! * [`ClientMeta`] — address and `User-Agent` recorded with a new session, and the device
+//!   token (header `sessiond-device-token`, else cookie `sessiond_device`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,6 +25,7 @@ use crate::error::Error;
 use crate::limits::ClientIp;
 use crate::service::{Authenticated, ClientMeta};
 use crate::session::SessionToken;
+use crate::users::DeviceToken;
 
 /// A JSON body, or our error shape.
 pub struct AppJson<T>(pub T);
@@ -129,15 +133,35 @@ impl FromRequestParts<Arc<AppState>> for AuthSession {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Error> {
-        let token = match credential(parts, &state.cookie.name) {
-            Some(Ok(token)) => token,
-            Some(Err(error)) => {
-                state.sessions.malformed_credential();
-                return Err(error);
-            }
-            None => return Err(Error::Unauthorized),
-        };
-        state.sessions.authenticate(&token).await.map(Self)
+        validated(parts, state, false).await.map(Self)
+    }
+}
+
+/// The presented credential, validated (`fresh`: against the store itself).
+async fn validated(parts: &Parts, state: &AppState, fresh: bool) -> Result<Authenticated, Error> {
+    let token = match credential(parts, &state.cookie.name) {
+        Some(Ok(token)) => token,
+        Some(Err(error)) => {
+            state.sessions.malformed_credential();
+            return Err(error);
+        }
+        None => return Err(Error::Unauthorized),
+    };
+    if fresh {
+        state.sessions.authenticate_fresh(&token).await
+    } else {
+        state.sessions.authenticate(&token).await
+    }
+}
+
+/// The caller's live session as the store answers it now (see the module docs).
+pub struct FreshSession(pub Authenticated);
+
+impl FromRequestParts<Arc<AppState>> for FreshSession {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Error> {
+        validated(parts, state, true).await.map(Self)
     }
 }
 
@@ -166,6 +190,21 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientMeta {
             .and_then(|v| v.to_str().ok())
             .filter(|ua| !ua.is_empty())
             .map(str::to_owned);
-        Ok(Self { ip, user_agent })
+        Ok(Self { ip, user_agent, device_token: device_token(&parts.headers) })
     }
+}
+
+/// The device token a request carries: the header, else the cookie.
+fn device_token(headers: &HeaderMap) -> Option<DeviceToken> {
+    if let Some(value) = headers.get(super::cookie::DEVICE_HEADER) {
+        return value.to_str().ok().and_then(DeviceToken::presented);
+    }
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == super::cookie::DEVICE_COOKIE)
+        .and_then(|(_, token)| DeviceToken::presented(token.trim_matches('"')))
 }

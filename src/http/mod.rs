@@ -18,6 +18,7 @@
 //!
 //! Handlers are thin: extract, call a service, shape the JSON.
 
+mod account;
 mod admin;
 mod auth;
 mod cookie;
@@ -36,7 +37,7 @@ use std::time::Duration;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderName, HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -48,7 +49,7 @@ pub use rate_limit::RateLimitState;
 pub use serve::serve;
 
 use crate::error::Error;
-use crate::service::{SessionService, UserService};
+use crate::service::{AdminService, SessionService, UserService};
 use crate::telemetry::http::{Observe, ObserveLayer};
 use crate::telemetry::metrics::Metrics;
 
@@ -63,6 +64,8 @@ pub struct AppState {
     pub sessions: SessionService,
     /// Account operations.
     pub users: UserService,
+    /// Administrators' operations on other users.
+    pub admin: AdminService,
     /// How the session cookie is written.
     pub cookie: Arc<CookieSettings>,
     /// Cleared on shutdown so `/readyz` turns 503 before the listener closes.
@@ -105,6 +108,12 @@ pub fn router(state: Arc<AppState>, settings: &HttpSettings) -> Router {
         .route("/v1/profile", get(sessions::profile))
         .route("/v1/sessions", get(sessions::list).delete(sessions::revoke_all))
         .route("/v1/sessions/{session_id}", delete(sessions::revoke))
+        .route("/v1/account/password", post(account::change_password))
+        .route("/v1/account", delete(account::delete))
+        .route("/v1/admin/users/{username}", get(admin::user))
+        .route("/v1/admin/users/{username}/disable", post(admin::set_disabled))
+        .route("/v1/admin/users/{username}/enable", post(admin::set_disabled))
+        .route("/v1/admin/users/{username}/roles/{role}", put(admin::set_role).delete(admin::set_role))
         .route("/v1/admin/users/{username}/sessions", delete(admin::revoke_user_sessions))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -143,8 +152,14 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
         CorsLayer::new()
             .allow_origin(AllowOrigin::list(origins))
             .allow_credentials(true)
-            .allow_methods([Method::GET, Method::POST, Method::DELETE])
-            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, HeaderName::from_static("x-session-id")])
+            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                HeaderName::from_static("x-session-id"),
+                HeaderName::from_static(cookie::DEVICE_HEADER),
+            ])
+            .expose_headers([HeaderName::from_static(cookie::DEVICE_HEADER)])
             .max_age(Duration::from_secs(600)),
     )
 }

@@ -12,6 +12,7 @@ use serde::Serialize;
 use super::extract::AuthSession;
 use super::AppState;
 use crate::error::Error;
+use crate::service::ClientMeta;
 use crate::session::{SessionId, Timestamp};
 
 /// Serialized straight from the validated session: nothing is copied per request.
@@ -97,16 +98,18 @@ pub async fn list(
 /// `DELETE /v1/sessions/{session_id}` → 204, or 404 when it is not the caller's.
 pub async fn revoke(
     State(state): State<Arc<AppState>>,
+    meta: ClientMeta,
     AuthSession(auth): AuthSession,
     Path(session_id): Path<String>,
 ) -> Result<StatusCode, Error> {
-    state.sessions.revoke(&auth, &session_id).await?;
+    state.sessions.revoke(&auth, &session_id, &meta).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// `DELETE /v1/sessions[?except_current=true]` → 204.
 pub async fn revoke_all(
     State(state): State<Arc<AppState>>,
+    meta: ClientMeta,
     AuthSession(auth): AuthSession,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<StatusCode, Error> {
@@ -129,6 +132,6 @@ pub async fn revoke_all(
             }
         }
     }
-    state.sessions.revoke_all(&auth, except_current).await?;
+    state.sessions.revoke_all(&auth, except_current, &meta).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -7,9 +7,11 @@
 //! roles, password hashing), so they cannot drift between the Redis and in-memory backends.
 
 mod accounts;
+mod admin;
 mod protection;
 mod sessions;
 
 pub use accounts::UserService;
+pub use admin::{AdminService, UserView};
 pub use protection::{LoginGuard, LoginProtection};
 pub use sessions::{Authenticated, ClientMeta, Issued, RevokeReason, SessionService};

@@ -5,12 +5,13 @@
 
 use std::sync::Arc;
 
-use super::protection::{account_key, LoginProtection};
+use super::protection::LoginProtection;
 use crate::error::Error;
 use crate::session::{device, SessionId, SessionPolicy, SessionToken, Timestamp, TokenHash};
-use crate::store::{GuardEvent, Lookup, SessionRecord, Store, StoreError, Validated};
+use crate::store::{Lookup, SessionRecord, Store, StoreError, Validated};
+use crate::telemetry::audit::{self, Actor};
 use crate::telemetry::metrics::Metrics;
-use crate::users::{Password, Passwords, Role, UserKey, Username};
+use crate::users::{DeviceToken, Password, UserKey, Username};
 
 /// Why a session ended (the `reason` label of `sessiond_sessions_revoked_total`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,15 +26,24 @@ pub enum RevokeReason {
     Rotation,
     /// The per-user cap pushed it out.
     Limit,
+    /// The owner changed the password (every other session ends).
+    PasswordChange,
+    /// The owner deleted the account.
+    AccountDeleted,
+    /// An administrator disabled the account.
+    Disabled,
 }
 
-/// What we record about the client at login.
+/// What we know about the client of a request: recorded with a new session, named in the
+/// audit trail, and (the device token) weighed by the login limits.
 #[derive(Clone, Debug, Default)]
 pub struct ClientMeta {
     /// Client address.
     pub ip: Option<std::net::IpAddr>,
     /// The `User-Agent` header; only its device label is kept.
     pub user_agent: Option<String>,
+    /// The device token the client presented, if any (not verified yet).
+    pub device_token: Option<DeviceToken>,
 }
 
 /// A session handed to a client: the secret (shown once) and the record.
@@ -43,6 +53,8 @@ pub struct Issued {
     pub token: SessionToken,
     /// The stored session.
     pub session: SessionRecord,
+    /// A device token for the client, after a password was checked.
+    pub device: Option<DeviceToken>,
 }
 
 /// A validated request's session.
@@ -65,6 +77,9 @@ impl RevokeReason {
             Self::Admin => "admin",
             Self::Rotation => "rotation",
             Self::Limit => "limit",
+            Self::PasswordChange => "password_change",
+            Self::AccountDeleted => "account_deleted",
+            Self::Disabled => "disabled",
         }
     }
 }
@@ -87,13 +102,18 @@ impl Authenticated {
     pub fn has_role(&self, role: &str) -> bool {
         self.roles().iter().any(|r| r == role)
     }
+
+    /// The owner as the audit trail names an actor.
+    #[must_use]
+    pub fn actor<'a>(&'a self, meta: &ClientMeta) -> Actor<'a> {
+        Actor { user_id: Some(&self.session().user_id), name: &self.session().username, client_ip: meta.ip }
+    }
 }
 
 /// Session operations.
 #[derive(Clone)]
 pub struct SessionService {
     store: Arc<dyn Store>,
-    passwords: Arc<Passwords>,
     policy: SessionPolicy,
     metrics: Arc<Metrics>,
     protection: LoginProtection,
@@ -104,32 +124,26 @@ impl SessionService {
     #[must_use]
     pub fn new(
         store: Arc<dyn Store>,
-        passwords: Arc<Passwords>,
         policy: SessionPolicy,
         metrics: Arc<Metrics>,
         protection: LoginProtection,
     ) -> Self {
-        Self { store, passwords, policy, metrics, protection }
+        Self { store, policy, metrics, protection }
     }
 
-    fn revoked(&self, reason: RevokeReason, ids: &[&SessionId]) {
+    pub(super) fn revoked(&self, reason: RevokeReason, ids: &[&SessionId]) {
         for id in ids {
             tracing::info!(session_id = id.as_str(), reason = reason.label(), "session revoked");
         }
         self.metrics.sessions_revoked(reason.label(), ids.len() as u64);
     }
 
-    fn revoked_many(&self, reason: RevokeReason, user_id: &str, count: u64) {
-        tracing::info!(user_id, revoked = count, reason = reason.label(), "sessions revoked");
-        self.metrics.sessions_revoked(reason.label(), count);
-    }
-
     /// Check credentials and open a brand-new session. A session the request already carried
     /// (`previous`) is revoked: a login never adopts or keeps a client-supplied session.
     ///
     /// # Errors
-    /// 401 for any wrong username/password combination (same body, same work), 503 when the
-    /// store is unavailable.
+    /// 401 for any wrong username/password combination and for a disabled account (same
+    /// body, same work), 429 when a limit refuses, 503 when the store is unavailable.
     pub async fn login(
         &self,
         username: &str,
@@ -137,13 +151,17 @@ impl SessionService {
         meta: ClientMeta,
         previous: Option<SessionToken>,
     ) -> Result<Issued, Error> {
-        let result = self.login_inner(username, password, meta, previous).await;
+        let result = self.login_inner(username, password, &meta, previous).await;
         self.metrics.login(match &result {
             Ok(_) => "success",
             Err(Error::InvalidCredentials) => "invalid_credentials",
             Err(Error::RateLimited(_) | Error::Overloaded) => "rate_limited",
             Err(_) => "unavailable",
         });
+        if let Err(Error::RateLimited(_)) = &result {
+            let name = Username::parse(username).ok().map(|name| name.key());
+            audit::login_failed(name.as_ref().map(UserKey::as_str), meta.ip, "rate_limited");
+        }
         result
     }
 
@@ -151,43 +169,18 @@ impl SessionService {
         &self,
         username: &str,
         password: Password,
-        meta: ClientMeta,
+        meta: &ClientMeta,
         previous: Option<SessionToken>,
     ) -> Result<Issued, Error> {
-        if let Some(decision) = self.protection.account.check(account_key(username)) {
-            if !decision.allowed {
-                self.metrics.rate_limited(decision.limiter);
-                return Err(Error::RateLimited(decision));
+        let checked = self.protection.check_password(username, &password, meta.device_token.as_ref()).await?;
+        let verified = match checked {
+            Ok(verified) => verified,
+            Err(refused) => {
+                let name = Username::parse(username).ok().map(|name| name.key());
+                audit::login_failed(name.as_ref().map(UserKey::as_str), meta.ip, refused.reason());
+                return Err(Error::InvalidCredentials);
             }
-        }
-        // A place in the hashing pool before any Redis work: when the pool is full, a flood of
-        // logins is refused from memory and costs validations nothing.
-        let slot = self.passwords.reserve()?;
-        let key = Username::parse(username).ok().map(|name| name.key());
-        let guard = self.protection.guard.zip(key.clone());
-        if let Some((guard, key)) = &guard {
-            let wait_ms = self.store.login_guard(key, Timestamp::now(), guard.rule, GuardEvent::Check).await?;
-            if wait_ms > 0 {
-                self.metrics.rate_limited("login_guard");
-                return Err(Error::RateLimited(guard.refusal(wait_ms)));
-            }
-        }
-        let user = match &key {
-            Some(key) => self.store.find_user(key).await?,
-            None => None,
         };
-        // Always verify (against a dummy hash for unknown users) so timing does not tell.
-        let verified = self.passwords.verify(slot, &password, user.as_ref().map(|u| u.password_hash.as_str())).await?;
-        let (Some(user), Some(key), true) = (user, key, verified) else {
-            // Unknown accounts are counted too: a guard only for real ones would reveal which exist.
-            if let Some((guard, key)) = &guard {
-                self.store.login_guard(key, Timestamp::now(), guard.rule, GuardEvent::Failure).await?;
-            }
-            return Err(Error::InvalidCredentials);
-        };
-        if let Some((guard, key)) = &guard {
-            self.store.login_guard(key, Timestamp::now(), guard.rule, GuardEvent::Success).await?;
-        }
         if let Some(previous) = previous {
             if let Some(id) = self.store.revoke_session(&previous.hash()).await? {
                 self.revoked(RevokeReason::Rotation, &[&id]);
@@ -197,9 +190,9 @@ impl SessionService {
         let (idle_expires_at, expires_at) = self.policy.deadlines_at_login(now);
         let session = SessionRecord {
             session_id: SessionId::generate().map_err(|e| Error::Internal(e.to_string()))?,
-            user_id: user.user_id,
-            username: user.username,
-            user_key: key,
+            user_id: verified.user.user_id.clone(),
+            username: verified.user.username.clone(),
+            user_key: verified.key.clone(),
             created_at: now,
             last_seen_at: now,
             idle_expires_at,
@@ -209,11 +202,24 @@ impl SessionService {
         };
         let (token, hash) =
             SessionToken::generate_in(session.user_key.shard()).map_err(|e| Error::Internal(e.to_string()))?;
-        let evicted = self.store.create_session(&hash, &session, self.policy.max_sessions_per_user, now).await?;
+        // `None`: the account was deleted or disabled after its password was checked.
+        let Some(evicted) = self.store.create_session(&hash, &session, self.policy.max_sessions_per_user, now).await?
+        else {
+            audit::login_failed(Some(verified.key.as_str()), meta.ip, "disabled");
+            return Err(Error::InvalidCredentials);
+        };
         self.revoked(RevokeReason::Limit, &evicted.iter().collect::<Vec<_>>());
         self.metrics.session_created();
         tracing::info!(session_id = session.session_id.as_str(), user_id = %session.user_id, "session created");
-        Ok(Issued { token, session })
+        audit::login_succeeded(
+            &session.user_id,
+            &session.username,
+            session.session_id.as_str(),
+            meta.ip,
+            verified.device.is_some(),
+        );
+        let device = Some(self.protection.device_token(&verified)?);
+        Ok(Issued { token, session, device })
     }
 
     /// Validate a token, sliding its idle deadline when due.
@@ -221,11 +227,26 @@ impl SessionService {
     /// # Errors
     /// 401 when the token is unknown, expired or revoked; 503 when the store is unavailable.
     pub async fn authenticate(&self, token: &SessionToken) -> Result<Authenticated, Error> {
+        self.validate(token, false).await
+    }
+
+    /// Validate a token against the store itself, never the validation cache: for the
+    /// privileged routes, so that a lost role or an ended session applies to them at once on
+    /// every instance.
+    ///
+    /// # Errors
+    /// As [`authenticate`](Self::authenticate).
+    pub async fn authenticate_fresh(&self, token: &SessionToken) -> Result<Authenticated, Error> {
+        self.validate(token, true).await
+    }
+
+    async fn validate(&self, token: &SessionToken, fresh: bool) -> Result<Authenticated, Error> {
         let hash = token.hash();
         let (now, slide) = (Timestamp::now(), self.policy.slide());
-        let lookup = match self.store.cached_validation(&hash, now, slide) {
-            Some(hit) => Ok(hit),
-            None => self.store.touch_session(&hash, now, slide).await,
+        let lookup = match (fresh, self.store.cached_validation(&hash, now, slide)) {
+            (false, Some(hit)) => Ok(hit),
+            (true, _) => self.store.touch_session_fresh(&hash, now, slide).await,
+            (false, None) => self.store.touch_session(&hash, now, slide).await,
         };
         self.metrics.validation(match &lookup {
             Ok(Lookup::Found(_)) => "valid",
@@ -249,14 +270,21 @@ impl SessionService {
     ///
     /// # Errors
     /// 401 when the session ended meanwhile; 503 when the store is unavailable.
-    pub async fn refresh(&self, auth: &Authenticated) -> Result<Issued, Error> {
+    pub async fn refresh(&self, auth: &Authenticated, meta: &ClientMeta) -> Result<Issued, Error> {
         let (token, hash) =
             SessionToken::generate_in(auth.session().user_key.shard()).map_err(|e| Error::Internal(e.to_string()))?;
         match self.store.rotate_session(&auth.hash, &hash, Timestamp::now(), self.policy.slide_now()).await? {
             Lookup::Found(rotated) => {
                 let session = rotated.session.clone();
                 tracing::info!(session_id = session.session_id.as_str(), "session token rotated");
-                Ok(Issued { token, session })
+                audit::own_session(
+                    "refresh",
+                    &session.user_id,
+                    &session.username,
+                    session.session_id.as_str(),
+                    meta.ip,
+                );
+                Ok(Issued { token, session, device: None })
             }
             Lookup::Expired | Lookup::Missing => Err(Error::Unauthorized),
         }
@@ -265,16 +293,19 @@ impl SessionService {
     /// End the caller's session.
     ///
     /// # Errors
-    /// 503 when the store is unavailable.
+    /// 401 when the session had already ended (a validation answered from the cache may not
+    /// have heard yet): the client learns the truth. 503 when the store is unavailable.
     ///
     /// The session is ended by its id, not by the presented token: a refresh racing this
     /// logout may already have moved the session to a new token, and an acknowledged logout
     /// must end the session whichever token it now answers to.
-    pub async fn logout(&self, auth: &Authenticated) -> Result<(), Error> {
-        let id = &auth.session().session_id;
-        if self.store.revoke_session_by_id(&auth.session().user_key, id).await? {
-            self.revoked(RevokeReason::Logout, &[id]);
+    pub async fn logout(&self, auth: &Authenticated, meta: &ClientMeta) -> Result<(), Error> {
+        let session = auth.session();
+        if !self.store.revoke_session_by_id(&session.user_key, &session.session_id).await? {
+            return Err(Error::Unauthorized);
         }
+        self.revoked(RevokeReason::Logout, &[&session.session_id]);
+        audit::own_session("logout", &session.user_id, &session.username, session.session_id.as_str(), meta.ip);
         Ok(())
     }
 
@@ -292,10 +323,11 @@ impl SessionService {
     ///
     /// # Errors
     /// 404 when the id is malformed or not one of the caller's live sessions.
-    pub async fn revoke(&self, auth: &Authenticated, session_id: &str) -> Result<(), Error> {
+    pub async fn revoke(&self, auth: &Authenticated, session_id: &str, meta: &ClientMeta) -> Result<(), Error> {
         let id = SessionId::parse(session_id).ok_or(Error::NotFound("session"))?;
         if self.store.revoke_session_by_id(&auth.session().user_key, &id).await? {
             self.revoked(RevokeReason::Logout, &[&id]);
+            audit::session_revoked(auth.actor(meta), id.as_str());
             Ok(())
         } else {
             Err(Error::NotFound("session"))
@@ -306,28 +338,17 @@ impl SessionService {
     ///
     /// # Errors
     /// 503 when the store is unavailable.
-    pub async fn revoke_all(&self, auth: &Authenticated, except_current: bool) -> Result<u64, Error> {
+    pub async fn revoke_all(
+        &self,
+        auth: &Authenticated,
+        except_current: bool,
+        meta: &ClientMeta,
+    ) -> Result<u64, Error> {
         let keep = except_current.then_some(&auth.session().session_id);
         let revoked = self.store.revoke_user_sessions(&auth.session().user_key, keep).await?;
-        self.revoked_many(RevokeReason::LogoutAll, &auth.session().user_id, revoked);
-        Ok(revoked)
-    }
-
-    /// Revoke every session of `username` (admin only).
-    ///
-    /// # Errors
-    /// 403 without the admin role, 404 for an unknown user, 503 when the store is unavailable.
-    pub async fn revoke_user(&self, auth: &Authenticated, username: &str) -> Result<u64, Error> {
-        if !auth.has_role(Role::ADMIN) {
-            return Err(Error::Forbidden);
-        }
-        let key: UserKey = Username::parse(username).map_err(|_| Error::NotFound("user"))?.key();
-        if self.store.find_user(&key).await?.is_none() {
-            return Err(Error::NotFound("user"));
-        }
-        let revoked = self.store.revoke_user_sessions(&key, None).await?;
-        tracing::info!(admin_user_id = %auth.session().user_id, "admin revoked a user's sessions");
-        self.revoked_many(RevokeReason::Admin, "-", revoked);
+        tracing::info!(user_id = %auth.session().user_id, revoked, "sessions revoked (logout everywhere)");
+        self.metrics.sessions_revoked(RevokeReason::LogoutAll.label(), revoked);
+        audit::sessions_revoked_all(auth.actor(meta), revoked, except_current);
         Ok(revoked)
     }
 

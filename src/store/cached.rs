@@ -11,7 +11,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::near_cache::NearCache;
-use super::{GuardEvent, GuardRule, Lookup, SessionRecord, Slide, Store, StoreError, UserRecord};
+use super::{
+    GuardBucket, GuardEvent, GuardRule, Lookup, NewPassword, PasswordChange, SessionRecord, Slide, Store, StoreError,
+    UserRecord,
+};
 use crate::session::{SessionId, Timestamp, TokenHash};
 use crate::telemetry::metrics::Metrics;
 use crate::users::UserKey;
@@ -59,12 +62,28 @@ impl Store for Cached {
         session: &SessionRecord,
         max_per_user: u32,
         now: Timestamp,
-    ) -> Result<Vec<SessionId>, StoreError> {
+    ) -> Result<Option<Vec<SessionId>>, StoreError> {
         let evicted = self.inner.create_session(hash, session, max_per_user, now).await?;
-        for id in &evicted {
-            self.cache.evict_id(id);
+        for id in evicted.iter().flatten() {
+            self.cache.evict_id(&session.user_key, id);
         }
         Ok(evicted)
+    }
+    async fn change_password(&self, change: &NewPassword<'_>) -> Result<PasswordChange, StoreError> {
+        let result = self.inner.change_password(change).await;
+        self.cache.evict(change.current);
+        self.cache.evict_user(change.user);
+        result
+    }
+    async fn delete_user(&self, user: &UserKey) -> Result<Option<u64>, StoreError> {
+        let result = self.inner.delete_user(user).await;
+        self.cache.evict_user(user);
+        result
+    }
+    async fn set_disabled(&self, user: &UserKey, disabled: bool) -> Result<Option<u64>, StoreError> {
+        let result = self.inner.set_disabled(user, disabled).await;
+        self.cache.evict_user(user);
+        result
     }
     async fn touch_session(&self, hash: &TokenHash, now: Timestamp, slide: Slide) -> Result<Lookup, StoreError> {
         if let Some(hit) = self.cached_validation(hash, now, slide) {
@@ -73,6 +92,10 @@ impl Store for Cached {
         if let Some(metrics) = &self.metrics {
             metrics.validation_cache(false);
         }
+        self.touch_session_fresh(hash, now, slide).await
+    }
+    async fn touch_session_fresh(&self, hash: &TokenHash, now: Timestamp, slide: Slide) -> Result<Lookup, StoreError> {
+        // A fresh read still fills the cache: it is as good as any other read of Redis.
         let ticket = self.cache.begin(hash);
         let result = self.inner.touch_session(hash, now, slide).await;
         if let Some(ticket) = ticket {
@@ -105,7 +128,7 @@ impl Store for Cached {
     }
     async fn revoke_session_by_id(&self, user: &UserKey, id: &SessionId) -> Result<bool, StoreError> {
         let result = self.inner.revoke_session_by_id(user, id).await;
-        self.cache.evict_id(id);
+        self.cache.evict_id(user, id);
         result
     }
     async fn revoke_user_sessions(&self, user: &UserKey, keep: Option<&SessionId>) -> Result<u64, StoreError> {
@@ -120,11 +143,12 @@ impl Store for Cached {
     async fn login_guard(
         &self,
         user: &UserKey,
+        bucket: GuardBucket<'_>,
         now: Timestamp,
         rule: GuardRule,
         event: GuardEvent,
     ) -> Result<u64, StoreError> {
-        self.inner.login_guard(user, now, rule, event).await
+        self.inner.login_guard(user, bucket, now, rule, event).await
     }
     async fn count_active(&self, now: Timestamp) -> Result<u64, StoreError> {
         self.inner.count_active(now).await

@@ -10,7 +10,10 @@ use std::time::Instant;
 use async_trait::async_trait;
 use tracing::Instrument as _;
 
-use super::{GuardEvent, GuardRule, Lookup, SessionRecord, Slide, Store, StoreError, UserRecord};
+use super::{
+    GuardBucket, GuardEvent, GuardRule, Lookup, NewPassword, PasswordChange, SessionRecord, Slide, Store, StoreError,
+    UserRecord,
+};
 use crate::session::{SessionId, Timestamp, TokenHash};
 use crate::telemetry::metrics::Metrics;
 use crate::users::UserKey;
@@ -76,11 +79,23 @@ impl Store for Instrumented {
         session: &SessionRecord,
         max_per_user: u32,
         now: Timestamp,
-    ) -> Result<Vec<SessionId>, StoreError> {
+    ) -> Result<Option<Vec<SessionId>>, StoreError> {
         self.observe("create_session", self.inner.create_session(hash, session, max_per_user, now)).await
+    }
+    async fn change_password(&self, change: &NewPassword<'_>) -> Result<PasswordChange, StoreError> {
+        self.observe("change_password", self.inner.change_password(change)).await
+    }
+    async fn delete_user(&self, user: &UserKey) -> Result<Option<u64>, StoreError> {
+        self.observe("delete_user", self.inner.delete_user(user)).await
+    }
+    async fn set_disabled(&self, user: &UserKey, disabled: bool) -> Result<Option<u64>, StoreError> {
+        self.observe("set_disabled", self.inner.set_disabled(user, disabled)).await
     }
     async fn touch_session(&self, hash: &TokenHash, now: Timestamp, slide: Slide) -> Result<Lookup, StoreError> {
         self.observe("touch_session", self.inner.touch_session(hash, now, slide)).await
+    }
+    async fn touch_session_fresh(&self, hash: &TokenHash, now: Timestamp, slide: Slide) -> Result<Lookup, StoreError> {
+        self.observe("touch_session", self.inner.touch_session_fresh(hash, now, slide)).await
     }
     async fn rotate_session(
         &self,
@@ -106,11 +121,12 @@ impl Store for Instrumented {
     async fn login_guard(
         &self,
         user: &UserKey,
+        bucket: GuardBucket<'_>,
         now: Timestamp,
         rule: GuardRule,
         event: GuardEvent,
     ) -> Result<u64, StoreError> {
-        self.observe("login_guard", self.inner.login_guard(user, now, rule, event)).await
+        self.observe("login_guard", self.inner.login_guard(user, bucket, now, rule, event)).await
     }
     async fn count_active(&self, now: Timestamp) -> Result<u64, StoreError> {
         self.observe("count_active", self.inner.count_active(now)).await

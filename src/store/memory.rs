@@ -10,7 +10,10 @@ use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
-use super::{GuardEvent, GuardRule, Lookup, SessionRecord, Slide, Store, StoreError, UserRecord};
+use super::{
+    GuardBucket, GuardEvent, GuardRule, Lookup, NewPassword, PasswordChange, SessionRecord, Slide, Store, StoreError,
+    UserRecord,
+};
 use crate::session::{SessionId, Timestamp, TokenHash};
 use crate::users::UserKey;
 
@@ -26,8 +29,9 @@ struct State {
     sessions: HashMap<TokenHash, SessionRecord>,
     /// Per-user index: session id → token hash.
     by_user: HashMap<UserKey, HashMap<SessionId, TokenHash>>,
-    /// Failed-login guard: theoretical arrival time (ms) per account.
-    guards: HashMap<UserKey, i64>,
+    /// Failed-login guard: theoretical arrival time (ms) per account and allowance (`None`:
+    /// clients without a device token).
+    guards: HashMap<UserKey, HashMap<Option<String>, i64>>,
 }
 
 impl State {
@@ -56,6 +60,25 @@ impl State {
 
     fn roles(&self, user: &UserKey) -> Vec<String> {
         self.users.get(user).map(|u| u.roles.clone()).unwrap_or_default()
+    }
+
+    /// End the user's sessions except `keep`; how many were live.
+    fn revoke_user(&mut self, user: &UserKey, keep: Option<&SessionId>, now: Timestamp) -> u64 {
+        let doomed: Vec<TokenHash> = self
+            .by_user
+            .get(user)
+            .into_iter()
+            .flat_map(|index| index.iter())
+            .filter(|(id, _)| Some(*id) != keep)
+            .map(|(_, hash)| *hash)
+            .collect();
+        let mut revoked = 0;
+        for hash in doomed {
+            if self.remove(&hash).is_some_and(|s| s.deadline() > now) {
+                revoked += 1;
+            }
+        }
+        revoked
     }
 
     fn user_sessions(&self, user: &UserKey, now: Timestamp) -> Vec<(TokenHash, SessionRecord)> {
@@ -144,13 +167,16 @@ impl Store for MemoryStore {
         session: &SessionRecord,
         max_per_user: u32,
         now: Timestamp,
-    ) -> Result<Vec<SessionId>, StoreError> {
+    ) -> Result<Option<Vec<SessionId>>, StoreError> {
         let mut state = self.state();
         if let Some(existing) = state.sessions.get(hash) {
             if existing.session_id == session.session_id {
-                return Ok(Vec::new());
+                return Ok(Some(Vec::new()));
             }
             return Err(StoreError::other("create_session", "token collision"));
+        }
+        if state.users.get(&session.user_key).is_none_or(|user| user.disabled) {
+            return Ok(None);
         }
         let mut live = state.user_sessions(&session.user_key, now);
         let mut evicted = Vec::new();
@@ -164,7 +190,53 @@ impl Store for MemoryStore {
         }
         state.sessions.insert(*hash, session.clone());
         state.by_user.entry(session.user_key.clone()).or_default().insert(session.session_id.clone(), *hash);
-        Ok(evicted)
+        Ok(Some(evicted))
+    }
+
+    async fn change_password(&self, change: &NewPassword<'_>) -> Result<PasswordChange, StoreError> {
+        let NewPassword { user, expected, hash: new_hash, current, new, now, slide: rule } = *change;
+        let mut state = self.state();
+        if state.live(current, now).is_err() {
+            // A re-sent change finds the session under its new token and the new hash: it ran.
+            let ran =
+                state.sessions.contains_key(new) && state.users.get(user).is_some_and(|u| u.password_hash == new_hash);
+            return Ok(match state.sessions.get(new) {
+                Some(moved) if ran => PasswordChange::Changed { session: Box::new(moved.clone()), revoked: 0 },
+                _ => PasswordChange::SessionEnded,
+            });
+        }
+        match state.users.get_mut(user) {
+            Some(record) if record.password_hash == expected => record.password_hash = new_hash.to_owned(),
+            _ => return Ok(PasswordChange::Conflict),
+        }
+        if state.sessions.contains_key(new) {
+            return Err(StoreError::other("change_password", "token collision"));
+        }
+        let Some(mut session) = state.sessions.remove(current) else { return Ok(PasswordChange::SessionEnded) };
+        let revoked = state.revoke_user(user, Some(&session.session_id), now);
+        slide(&mut session, now, Slide { min_interval_ms: 0, ..rule });
+        state.by_user.entry(user.clone()).or_default().insert(session.session_id.clone(), *new);
+        state.sessions.insert(*new, session.clone());
+        Ok(PasswordChange::Changed { session: Box::new(session), revoked })
+    }
+
+    async fn delete_user(&self, user: &UserKey) -> Result<Option<u64>, StoreError> {
+        let mut state = self.state();
+        if !state.users.contains_key(user) {
+            return Ok(None);
+        }
+        let revoked = state.revoke_user(user, None, Timestamp::now());
+        state.by_user.remove(user);
+        state.guards.remove(user);
+        state.users.remove(user);
+        Ok(Some(revoked))
+    }
+
+    async fn set_disabled(&self, user: &UserKey, disabled: bool) -> Result<Option<u64>, StoreError> {
+        let mut state = self.state();
+        let Some(record) = state.users.get_mut(user) else { return Ok(None) };
+        record.disabled = disabled;
+        Ok(Some(if disabled { state.revoke_user(user, None, Timestamp::now()) } else { 0 }))
     }
 
     async fn touch_session(&self, hash: &TokenHash, now: Timestamp, rule: Slide) -> Result<Lookup, StoreError> {
@@ -227,23 +299,7 @@ impl Store for MemoryStore {
     }
 
     async fn revoke_user_sessions(&self, user: &UserKey, keep: Option<&SessionId>) -> Result<u64, StoreError> {
-        let mut state = self.state();
-        let now = Timestamp::now();
-        let doomed: Vec<TokenHash> = state
-            .by_user
-            .get(user)
-            .into_iter()
-            .flat_map(|index| index.iter())
-            .filter(|(id, _)| Some(*id) != keep)
-            .map(|(_, hash)| *hash)
-            .collect();
-        let mut revoked = 0;
-        for hash in doomed {
-            if state.remove(&hash).is_some_and(|s| s.deadline() > now) {
-                revoked += 1;
-            }
-        }
-        Ok(revoked)
+        Ok(self.state().revoke_user(user, keep, Timestamp::now()))
     }
 
     async fn list_sessions(&self, user: &UserKey, now: Timestamp) -> Result<Vec<SessionRecord>, StoreError> {
@@ -257,27 +313,38 @@ impl Store for MemoryStore {
     async fn login_guard(
         &self,
         user: &UserKey,
+        bucket: GuardBucket<'_>,
         now: Timestamp,
         rule: GuardRule,
         event: GuardEvent,
     ) -> Result<u64, StoreError> {
         let mut state = self.state();
         let now = now.millis();
+        let field = match bucket {
+            GuardBucket::Untrusted => None,
+            GuardBucket::Device(id) => Some(id.to_owned()),
+        };
         if event == GuardEvent::Success {
-            state.guards.remove(user);
+            if let Some(fields) = state.guards.get_mut(user) {
+                fields.remove(&field);
+            }
             return Ok(0);
         }
-        let mut tat = state.guards.get(user).copied().unwrap_or(now).max(now);
+        let fields = state.guards.entry(user.clone()).or_default();
+        let mut tat = fields.get(&field).copied().unwrap_or(now).max(now);
         if event == GuardEvent::Failure {
             tat += rule.interval_ms;
-            state.guards.insert(user.clone(), tat);
+            fields.insert(field, tat);
         }
         Ok(u64::try_from(tat - now - rule.tolerance_ms).unwrap_or(0))
     }
 
     async fn prune_expired(&self, now: Timestamp) -> Result<(), StoreError> {
         let mut state = self.state();
-        state.guards.retain(|_, tat| *tat > now.millis());
+        for fields in state.guards.values_mut() {
+            fields.retain(|_, tat| *tat > now.millis());
+        }
+        state.guards.retain(|_, fields| !fields.is_empty());
         let expired: Vec<TokenHash> =
             state.sessions.iter().filter(|(_, s)| s.deadline() <= now).map(|(h, _)| *h).collect();
         for hash in expired {

@@ -40,6 +40,8 @@ pub struct UserRecord {
     pub roles: Vec<String>,
     /// When the account was created.
     pub created_at: Timestamp,
+    /// Set by an administrator: no login, no new session, until enabled again.
+    pub disabled: bool,
 }
 
 /// A stored session, as the store keeps it (the token itself is never here).
@@ -86,6 +88,54 @@ pub struct GuardRule {
     pub interval_ms: i64,
     /// Outstanding cost allowed before refusing, in milliseconds.
     pub tolerance_ms: i64,
+}
+
+/// Whose allowance a login attempt spends in the failed-login guard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GuardBucket<'a> {
+    /// Every client that cannot prove it logged in as this user before: they share one
+    /// allowance, so guessing from anywhere is throttled.
+    Untrusted,
+    /// A client holding this user's device token (its id): an allowance of its own, which
+    /// guessing from elsewhere cannot spend.
+    Device(&'a str),
+}
+
+/// A password change as [`Store::change_password`] applies it.
+#[derive(Clone, Copy, Debug)]
+pub struct NewPassword<'a> {
+    /// Whose password.
+    pub user: &'a UserKey,
+    /// The hash that was verified: the change applies only while it is still the stored one.
+    pub expected: &'a str,
+    /// The new argon2id PHC string.
+    pub hash: &'a str,
+    /// The calling session's token digest…
+    pub current: &'a TokenHash,
+    /// …and the one it moves to.
+    pub new: &'a TokenHash,
+    /// When.
+    pub now: Timestamp,
+    /// How the calling session's idle deadline slides.
+    pub slide: Slide,
+}
+
+/// The outcome of [`Store::change_password`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PasswordChange {
+    /// Stored; the calling session now answers to the new token, and `revoked` other
+    /// sessions were ended.
+    Changed {
+        /// The rotated session.
+        session: Box<SessionRecord>,
+        /// Other sessions of the user that were ended.
+        revoked: u64,
+    },
+    /// The calling session ended meanwhile: nothing changed.
+    SessionEnded,
+    /// The stored hash is no longer the one that was verified (a concurrent change, or the
+    /// account is gone): nothing changed.
+    Conflict,
 }
 
 /// What happened to a login attempt, for the guard.
@@ -174,18 +224,30 @@ pub trait Store: Send + Sync + 'static {
     /// Add (`granted`) or remove a role. Returns `false` when the user does not exist.
     async fn set_role(&self, key: &UserKey, role: &str, granted: bool) -> Result<bool, StoreError>;
 
-    /// Store a new session under `hash` and add it to its user's index. The user must exist:
-    /// a backend may answer the owner's id and spelling from the user record rather than keep a
-    /// copy in every session. When the user already
-    /// holds `max_per_user` live sessions (0: no cap), the oldest are revoked first; their ids
-    /// are returned.
+    /// Store a new session under `hash` and add it to its user's index, in the same atomic
+    /// step as checking that the user still exists and is not disabled (`None`: nothing was
+    /// created), so a login racing a deletion or a disable cannot leave a session behind.
+    /// When the user already holds `max_per_user` live sessions (0: no cap), the oldest are
+    /// revoked first; their ids are returned.
     async fn create_session(
         &self,
         hash: &TokenHash,
         session: &SessionRecord,
         max_per_user: u32,
         now: Timestamp,
-    ) -> Result<Vec<SessionId>, StoreError>;
+    ) -> Result<Option<Vec<SessionId>>, StoreError>;
+
+    /// Store the new password hash, end every other session of the user and move the calling
+    /// session to its new token (sliding it), as one atomic step; see [`NewPassword`].
+    async fn change_password(&self, change: &NewPassword<'_>) -> Result<PasswordChange, StoreError>;
+
+    /// Remove the user with every session, the session index and the guard state. Returns
+    /// the number of live sessions ended, `None` when there was no such user.
+    async fn delete_user(&self, user: &UserKey) -> Result<Option<u64>, StoreError>;
+
+    /// Disable (ending every session in the same step) or enable the user. Returns the number
+    /// of live sessions ended, `None` when there is no such user.
+    async fn set_disabled(&self, user: &UserKey, disabled: bool) -> Result<Option<u64>, StoreError>;
 
     /// Validate: return the session if it is live, sliding its idle deadline by `slide`.
     async fn touch_session(&self, hash: &TokenHash, now: Timestamp, slide: Slide) -> Result<Lookup, StoreError>;
@@ -195,6 +257,13 @@ pub trait Store: Send + Sync + 'static {
     /// so a cache hit costs no future and no allocation.
     fn cached_validation(&self, _hash: &TokenHash, _now: Timestamp, _slide: Slide) -> Option<Lookup> {
         None
+    }
+
+    /// A validation that must see the store's current answer, never a cached one: the
+    /// privileged routes (admin, password change, deletion) use it, so a role or a revocation
+    /// applies to them at the very next call on every instance.
+    async fn touch_session_fresh(&self, hash: &TokenHash, now: Timestamp, slide: Slide) -> Result<Lookup, StoreError> {
+        self.touch_session(hash, now, slide).await
     }
 
     /// Move a live session from `old` to `new` (token rotation), sliding its idle deadline.
@@ -222,11 +291,13 @@ pub trait Store: Send + Sync + 'static {
     /// Exact number of sessions whose deadline is after `now`, across all users.
     async fn count_active(&self, now: Timestamp) -> Result<u64, StoreError>;
 
-    /// The shared failed-login guard of an account: record `event` and return how long
-    /// (milliseconds) further attempts must wait; 0 means an attempt may proceed.
+    /// The shared failed-login guard of an account's `bucket`: record `event` and return how
+    /// long (milliseconds) further attempts from that bucket must wait; 0 means an attempt may
+    /// proceed.
     async fn login_guard(
         &self,
         user: &UserKey,
+        bucket: GuardBucket<'_>,
         now: Timestamp,
         rule: GuardRule,
         event: GuardEvent,

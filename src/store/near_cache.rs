@@ -12,6 +12,10 @@
 //!   the answer is kept only if the slot is still there. An invalidation (or a local eviction)
 //!   that arrives between the read and the answer removes the slot, so a stale answer is never
 //!   stored, whatever order the reply and the push are processed in.
+//! - **Evictions that cannot name the digest still stop the fills they race.** Evicting a
+//!   user's sessions (a role change, logout everywhere, a disable) or one session by its public
+//!   id cannot find a read in flight by its digest, so each bumps the generation of the user's
+//!   shard, and a read that began before the bump does not fill.
 //! - **Serve only while invalidations are known to flow.** Every tracked connection proves its
 //!   link with a heartbeat; a `PING` answered means every push sent before it has arrived (one
 //!   connection, one order). An entry is served only while every link's last proof is younger
@@ -21,8 +25,9 @@
 //!   state, so the whole cache is cleared and fills from before the reset are refused (epoch).
 //! - **Never outlive the entry's own limits.** A hit also needs the session's deadline ahead
 //!   and its last-seen mark younger than the slide interval (otherwise Redis must record the
-//!   use), and the entry younger than `max_age` (a backstop for pushes Redis never sends, such
-//!   as after `FLUSHALL`).
+//!   use), and the entry younger than `max_age` (a backstop for an invalidation that never
+//!   arrives; a `FLUSHALL` or `FLUSHDB`, whose push names no key, clears everything: see
+//!   `store::redis::tracking`).
 //! - **Same-instance revocations evict synchronously** (see `store::cached`), so a logout is
 //!   refused on this instance by the very next request, before any push arrives.
 
@@ -32,7 +37,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::{Lookup, Slide, Validated};
-use crate::session::{SessionId, Timestamp, TokenHash};
+use crate::session::{SessionId, Shard, Timestamp, TokenHash};
 use crate::users::UserKey;
 
 /// Lock stripes: validations on two cores rarely meet on one.
@@ -69,6 +74,7 @@ pub struct Ticket<'a> {
     hash: TokenHash,
     id: u64,
     epoch: u64,
+    generation: u64,
 }
 
 impl Drop for Ticket<'_> {
@@ -88,6 +94,9 @@ pub struct NearCache {
     settings: NearCacheSettings,
     /// Bumped by every clear: tickets from before it cannot fill.
     epoch: AtomicU64,
+    /// Per shard: bumped by every eviction of a user's sessions or of a session by id, so that
+    /// reads of that shard in flight meanwhile cannot fill (see the module docs).
+    generations: Box<[AtomicU64]>,
     next_ticket: AtomicU64,
     /// Per link (tracked connection): until when (ms after `origin`) its heartbeat proves that
     /// invalidations flow; 0 while tracking is not established.
@@ -116,6 +125,7 @@ impl NearCache {
             by_id: Mutex::new(HashMap::new()),
             settings,
             epoch: AtomicU64::new(0),
+            generations: (0..Shard::COUNT).map(|_| AtomicU64::new(0)).collect(),
             next_ticket: AtomicU64::new(1),
             links: (0..links.max(1)).map(|_| AtomicU64::new(0)).collect(),
             origin: Instant::now(),
@@ -124,6 +134,10 @@ impl NearCache {
 
     fn stripe(&self, hash: &TokenHash) -> MutexGuard<'_, HashMap<TokenHash, Slot>> {
         lock(&self.stripes[usize::from(hash.spread_byte()) % STRIPES])
+    }
+
+    fn generation(&self, shard: Shard) -> &AtomicU64 {
+        &self.generations[usize::from(shard.index()) % self.generations.len()]
     }
 
     fn mono_ms(&self, at: Instant) -> u64 {
@@ -191,7 +205,8 @@ impl NearCache {
         if !self.coherent() {
             return None;
         }
-        let epoch = self.epoch.load(Ordering::Acquire);
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        let generation = self.generation(hash.shard()).load(Ordering::SeqCst);
         let id = self.next_ticket.fetch_add(1, Ordering::Relaxed);
         let mut stripe = self.stripe(hash);
         if stripe.len() >= self.settings.capacity.div_ceil(STRIPES) && !stripe.contains_key(hash) {
@@ -206,7 +221,7 @@ impl NearCache {
         if let Some(Slot::Ready(old)) = stripe.insert(*hash, Slot::Pending(id)) {
             self.unindex(&old.validated.session.session_id, hash);
         }
-        Some(Ticket { cache: self, hash: *hash, id, epoch })
+        Some(Ticket { cache: self, hash: *hash, id, epoch, generation })
     }
 
     /// The read of `ticket` answered `lookup`: keep a live session if nothing invalidated it
@@ -215,7 +230,9 @@ impl NearCache {
         let Ok(Lookup::Found(validated)) = lookup else { return };
         let mut stripe = self.stripe(&ticket.hash);
         let ours = matches!(stripe.get(&ticket.hash), Some(Slot::Pending(id)) if *id == ticket.id);
-        if ours && self.epoch.load(Ordering::Acquire) == ticket.epoch {
+        let unchanged = self.epoch.load(Ordering::SeqCst) == ticket.epoch
+            && self.generation(ticket.hash.shard()).load(Ordering::SeqCst) == ticket.generation;
+        if ours && unchanged {
             lock(&self.by_id).insert(validated.session.session_id.clone(), ticket.hash);
             let entry = Entry { validated: Arc::clone(validated), fetched: Instant::now() };
             stripe.insert(ticket.hash, Slot::Ready(Arc::new(entry)));
@@ -239,16 +256,20 @@ impl NearCache {
         }
     }
 
-    /// Forget the session with public id `id`.
-    pub fn evict_id(&self, id: &SessionId) {
+    /// Forget `user`'s session with public id `id` (and keep reads of the user's shard in
+    /// flight from filling).
+    pub fn evict_id(&self, user: &UserKey, id: &SessionId) {
+        self.generation(user.shard()).fetch_add(1, Ordering::SeqCst);
         let hash = lock(&self.by_id).remove(id);
         if let Some(hash) = hash {
             self.evict(&hash);
         }
     }
 
-    /// Forget every session of `user` (all revoked, or the roles changed).
+    /// Forget every session of `user` (all revoked, or the roles changed), and keep reads of
+    /// the user's shard in flight from filling.
     pub fn evict_user(&self, user: &UserKey) {
+        self.generation(user.shard()).fetch_add(1, Ordering::SeqCst);
         for stripe in &*self.stripes {
             let mut stripe = lock(stripe);
             stripe.retain(|hash, slot| match slot {
@@ -276,7 +297,7 @@ impl NearCache {
 
     /// Forget everything; reads in flight will not fill.
     pub fn clear(&self) {
-        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.epoch.fetch_add(1, Ordering::SeqCst);
         for stripe in &*self.stripes {
             lock(stripe).clear();
         }
@@ -398,6 +419,28 @@ mod tests {
     }
 
     #[test]
+    fn a_read_in_flight_while_its_user_or_its_id_is_evicted_does_not_fill() {
+        let cache = cache();
+        let now = Timestamp::now();
+        let (hash, lookup) = live("gus", now);
+        let Ok(Lookup::Found(found)) = &lookup else { panic!("live") };
+        let session = &found.session;
+        // A role change or logout-everywhere confirmed by Redis while the read was in flight.
+        let ticket = cache.begin(&hash).expect("ticket");
+        cache.evict_user(&session.user_key);
+        cache.complete(ticket, &lookup);
+        assert!(cache.get(&hash, now, SLIDE).is_none(), "a read from before the user's eviction filled");
+        // A logout by id (the digest of a read in flight is not indexed yet).
+        let ticket = cache.begin(&hash).expect("ticket");
+        cache.evict_id(&session.user_key, &session.session_id);
+        cache.complete(ticket, &lookup);
+        assert!(cache.get(&hash, now, SLIDE).is_none(), "a read from before the eviction by id filled");
+        // Reads that begin after the eviction fill as usual.
+        fill(&cache, &hash, &lookup);
+        assert!(cache.get(&hash, now, SLIDE).is_some());
+    }
+
+    #[test]
     fn concurrent_misses_leave_one_filler_and_a_cancelled_one_frees_the_slot() {
         let cache = cache();
         let now = Timestamp::now();
@@ -420,7 +463,7 @@ mod tests {
             fill(&cache, hash, lookup);
         }
         let Ok(Lookup::Found(live)) = &la else { panic!("live") };
-        cache.evict_id(&live.session.session_id);
+        cache.evict_id(&live.session.user_key, &live.session.session_id);
         assert!(cache.get(&a, now, SLIDE).is_none());
         assert!(cache.get(&b, now, SLIDE).is_some());
         cache.invalidate_key(format!("sessiond:{{{:03x}}}:user:eve", Shard::of_user("eve").index()).as_bytes());

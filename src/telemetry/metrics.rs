@@ -52,7 +52,8 @@ pub const REGISTRATION_OUTCOMES: [&str; 5] = ["success", "conflict", "invalid", 
 /// Outcomes of a session validation.
 pub const VALIDATION_OUTCOMES: [&str; 4] = ["valid", "invalid", "expired", "unavailable"];
 /// Why sessions end.
-pub const REVOKE_REASONS: [&str; 5] = ["logout", "logout_all", "admin", "rotation", "limit"];
+pub const REVOKE_REASONS: [&str; 8] =
+    ["logout", "logout_all", "admin", "rotation", "limit", "password_change", "account_deleted", "disabled"];
 
 /// The handles of one HTTP series (method × route template), and its counters by status.
 struct HttpSeries {

@@ -1,6 +1,9 @@
 //! Telemetry: logs, traces and metrics, set up once and kept apart from the request path.
 //!
 //! * Logs go through `tracing-subscriber`, JSON or pretty, filtered by `RUST_LOG`.
+//! * Audit events ([`audit`]) have a layer of their own: always JSON, always recorded, to
+//!   `SESSIOND_AUDIT_LOG` (a file, appended to) or standard error, and never in the diagnostic
+//!   log as well.
 //! * Traces go over OTLP/HTTP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (standard `OTEL_*`
 //!   variables for service name and sampler); without it there is no exporter and no
 //!   OpenTelemetry layer at all, so tracing costs nothing.
@@ -8,6 +11,7 @@
 //!
 //! Nothing secret is ever recorded: spans and log lines name a session by its public id.
 
+pub mod audit;
 pub mod http;
 pub(crate) mod log_budget;
 pub mod metrics;
@@ -16,7 +20,8 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::Resource;
-use tracing_subscriber::filter::{EnvFilter, LevelFilter};
+use tracing_subscriber::filter::{EnvFilter, LevelFilter, Targets};
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::Layer as _;
@@ -49,8 +54,32 @@ impl Drop for TelemetryGuard {
 
 /// Install logging and, when configured, trace export. Call once, before the runtime starts
 /// (the OTLP client is blocking and runs on its own thread).
-pub fn init(config: &Config) -> TelemetryGuard {
+///
+/// # Errors
+/// When the audit log file (`SESSIOND_AUDIT_LOG`) cannot be opened for appending.
+pub fn init(config: &Config) -> Result<TelemetryGuard, String> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = match format!("{}=off", audit::TARGET).parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    };
+    let audit_writer = match &config.audit_log {
+        Some(path) => {
+            let file =
+                std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|error| {
+                    format!("error: SESSIOND_AUDIT_LOG: cannot append to {}: {error}", path.display())
+                })?;
+            BoxMakeWriter::new(std::sync::Mutex::new(file))
+        }
+        None => BoxMakeWriter::new(std::io::stderr),
+    };
+    let audit = tracing_subscriber::fmt::layer()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_span_list(false)
+        .with_writer(audit_writer)
+        .with_filter(Targets::new().with_target(audit::TARGET, tracing::Level::INFO));
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let fmt = match config.log_format {
         LogFormat::Json => fmt.json().flatten_event(true).with_current_span(false).with_span_list(true).boxed(),
@@ -65,14 +94,14 @@ pub fn init(config: &Config) -> TelemetryGuard {
     if provider.is_some() {
         opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     }
-    if tracing_subscriber::registry().with(fmt).with(otel).try_init().is_err() {
+    if tracing_subscriber::registry().with(fmt).with(audit).with(otel).try_init().is_err() {
         eprintln!("warning: a logger was already installed");
     }
     if provider.is_some() {
         TRACING_ENABLED.store(true, std::sync::atomic::Ordering::Relaxed);
         tracing::info!("exporting traces over OTLP/HTTP");
     }
-    TelemetryGuard { provider }
+    Ok(TelemetryGuard { provider })
 }
 
 fn otlp_provider() -> Option<SdkTracerProvider> {

@@ -2,12 +2,16 @@
 //!
 //! Usernames are unique case-insensitively: the store keys a user by the lower-cased
 //! [`UserKey`] and keeps the spelling the user chose for display. Passwords are hashed with
-//! argon2id on the blocking pool, a bounded number at a time (see [`Passwords`]).
+//! argon2id on the blocking pool, a bounded number at a time (see [`Passwords`]). A client that
+//! logged in as a user before can prove it with a [`DeviceToken`], which keeps it an allowance of
+//! its own against a targeted lockout.
 
 mod password;
 mod role;
+mod trusted_device;
 mod username;
 
 pub use password::{HashError, Password, Passwords};
 pub use role::Role;
+pub use trusted_device::{DeviceId, DeviceToken, DeviceTokens};
 pub use username::{UserKey, Username};

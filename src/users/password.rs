@@ -51,13 +51,14 @@ pub const MAX_PASSWORD_BYTES: usize = 1024;
 pub struct Password(String);
 
 impl Password {
-    /// Check the length rules (in bytes): `min..=1024`.
+    /// Check the length rules: at least `min` characters (Unicode scalar values, so a
+    /// passphrase in any script gets the same minimum), at most 1024 bytes (what argon2 is fed).
     ///
     /// # Errors
     /// A sentence saying what is wrong (never the password).
     pub fn parse(text: String, min: usize) -> Result<Self, String> {
-        if text.len() < min {
-            return Err(format!("must be at least {min} bytes long"));
+        if text.chars().count() < min {
+            return Err(format!("must be at least {min} characters long"));
         }
         if text.len() > MAX_PASSWORD_BYTES {
             return Err(format!("must be at most {MAX_PASSWORD_BYTES} bytes long"));
@@ -475,6 +476,15 @@ impl Passwords {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_minimum_counts_characters_and_the_maximum_bytes() {
+        assert!(Password::parse("éééé".to_owned(), 8).is_err(), "4 characters in 8 bytes is too short");
+        assert!(Password::parse("éééééééé".to_owned(), 8).is_ok());
+        assert!(Password::parse("abcdefg".to_owned(), 8).is_err());
+        assert!(Password::parse("é".repeat(512), 8).is_ok(), "1024 bytes");
+        assert!(Password::parse("é".repeat(513), 8).is_err(), "1026 bytes");
+    }
 
     fn phc(password: &[u8], memory_kib: u32) -> String {
         let params = Params::new(memory_kib, 1, 1, None).expect("params");

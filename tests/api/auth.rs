@@ -311,3 +311,16 @@ async fn without_the_validation_cache_a_logout_elsewhere_is_refused_at_once() {
         assert_eq!(a.profile_status(&token).await, StatusCode::UNAUTHORIZED);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_is_checked_exactly_as_given() {
+    let redis = RedisServer::start();
+    let app = spawn_app(Some(&redis)).await;
+    let exact = "Correct Horse Battery Staple, with a tail that a truncating hash would drop ...";
+    assert_eq!(app.register("exact", exact).await.status(), StatusCode::CREATED);
+    let truncated: String = exact.chars().take(72).collect();
+    for near in [exact.to_lowercase(), exact.to_uppercase(), format!("{exact} "), truncated] {
+        assert_eq!(app.login_response("exact", &near).await.status(), StatusCode::UNAUTHORIZED, "{near:?}");
+    }
+    assert_eq!(app.login_response("exact", exact).await.status(), StatusCode::OK);
+}

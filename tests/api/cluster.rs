@@ -292,7 +292,7 @@ async fn a_killed_master_fails_over_without_resurrecting_logouts() {
     let mut cluster = RedisCluster::start(3, 1);
     // A WAIT timeout with room for a busy 2-core machine; the default 100 ms is for production.
     let app = spawn_on(&cluster, |c| {
-        c.redis_wait_replicas = 1;
+        c.redis_wait_replicas = Some(1);
         c.redis_wait_timeout = Duration::from_millis(500);
     })
     .await;

@@ -59,6 +59,13 @@ async fn validations_do_not_write_until_the_slide_interval() {
     let redis = RedisServer::start();
     let app = spawn_app(Some(&redis)).await; // idle 30 min: slide interval 3 min
     let token = token_of(&app.signup_login("reader").await);
+    // The validation cache's own bookkeeping (its flush canary) is written once its link is
+    // up: let that happen before counting.
+    let started = std::time::Instant::now();
+    while redis.cmd(&["KEYS", "sessiond:flush-canary:*"]).strings().is_empty() {
+        assert!(started.elapsed() < Duration::from_secs(3), "the validation cache never set up its link");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let writes =
         |r: &RedisServer| ["set", "evalsha", "hset", "pexpire", "zadd", "rename", "del"].map(|c| r.command_calls(c));
     let before = writes(&redis);

@@ -121,9 +121,10 @@ impl RedisServer {
         self.try_cmd(args).unwrap_or_else(|e| panic!("redis {args:?}: {e}"))
     }
 
-    /// Every key in the (small, test-only) dataset.
+    /// The keys of sessions and users: every key but the validation cache's flush canaries,
+    /// which each instance keeps whatever the traffic (see `store::redis::tracking`).
     pub fn keys(&self) -> Vec<String> {
-        self.cmd(&["KEYS", "*"]).strings()
+        self.cmd(&["KEYS", "*"]).strings().into_iter().filter(|key| !key.contains(":flush-canary:")).collect()
     }
 
     /// Calls of one command since start (`INFO commandstats`).
@@ -459,4 +460,247 @@ pub async fn read_response(reader: &mut (impl AsyncRead + Unpin), buf: &mut Vec<
     }
     *buf = rest.split_off(len);
     Ok(RawResponse { status, headers, body: rest })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared by the account, admin, device-lockout, audit and flush tests.
+
+/// How long a change made through one instance may take to reach another instance's cache:
+/// room for a loaded test machine, far below the cache's 10 s backstop.
+pub const PROPAGATION: Duration = Duration::from_millis(500);
+
+/// The sum of every sample of `name` whose labels include all of `labels` (0 when absent).
+pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter(|(series, _)| {
+            let (series_name, rest) = series.split_once('{').unwrap_or((series, ""));
+            series_name == name && labels.iter().all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
+        })
+        .map(|(_, value)| value.parse::<f64>().expect("sample value"))
+        .sum()
+}
+
+/// Validate `token` on `app` until an answer comes from its validation cache (a hit in
+/// `sessiond_validation_cache_lookups_total`): from then on the session is cached there.
+pub async fn warm_cache(app: &TestApp, token: &str) {
+    let hits = |text: String| metric_value(&text, "sessiond_validation_cache_lookups_total", &[("result", "hit")]);
+    let started = Instant::now();
+    loop {
+        let before = hits(app.metrics_text().await);
+        assert_eq!(app.profile_status(token).await, StatusCode::OK, "warming a live session");
+        if hits(app.metrics_text().await) > before {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(3), "the session never came from the validation cache");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Poll `GET /v1/profile` with `token` until it answers `want`; how long that took. Fails
+/// after `within`.
+pub async fn until_profile_status(app: &TestApp, token: &str, want: StatusCode, within: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        let status = app.profile_status(token).await;
+        if status == want {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < within, "still {status}, not {want}, after {within:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+impl TestApp {
+    /// A request with an optional bearer token and an optional JSON body.
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> Response {
+        let mut request = self.client.request(method, self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        request.send().await.expect("request")
+    }
+
+    /// `POST /v1/account/password`.
+    pub async fn change_password(&self, token: &str, current: &str, new: &str) -> Response {
+        let body = json!({ "current_password": current, "new_password": new });
+        self.send(reqwest::Method::POST, "/v1/account/password", Some(token), Some(&body)).await
+    }
+
+    /// `DELETE /v1/account`.
+    pub async fn delete_account(&self, token: &str, password: &str) -> Response {
+        let body = json!({ "password": password });
+        self.send(reqwest::Method::DELETE, "/v1/account", Some(token), Some(&body)).await
+    }
+
+    /// `/v1/admin/users/{username}{rest}` with `method`, as the holder of `token`.
+    pub async fn admin(&self, method: reqwest::Method, username: &str, rest: &str, token: &str) -> Response {
+        self.send(method, &format!("/v1/admin/users/{username}{rest}"), Some(token), None).await
+    }
+
+    /// The roles `/v1/profile` reports for `token`.
+    pub async fn roles(&self, token: &str) -> Value {
+        let response = self.get("/v1/profile", token).await;
+        assert_eq!(response.status(), StatusCode::OK, "profile");
+        let profile: Value = response.json().await.expect("profile json");
+        profile["roles"].clone()
+    }
+}
+
+/// Every `Set-Cookie` header of a response.
+pub fn set_cookies(response: &Response) -> Vec<String> {
+    response.headers().get_all("set-cookie").iter().map(|v| v.to_str().expect("ascii cookie").to_owned()).collect()
+}
+
+/// The `Set-Cookie` header that sets cookie `name`, if any.
+pub fn set_cookie(response: &Response, name: &str) -> Option<String> {
+    set_cookies(response).into_iter().find(|c| c.starts_with(&format!("{name}=")))
+}
+
+/// A finished `sessiond` subcommand.
+pub struct CliOutput {
+    pub status: std::process::ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Run the real `sessiond` binary with `args`, a clean environment (PATH only) plus `vars`;
+/// at most 20 s.
+pub async fn sessiond_cli(vars: &[(&str, &str)], args: &[&str]) -> CliOutput {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_sessiond"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("SESSIOND_LISTEN", "127.0.0.1:0")
+        .env("SESSIOND_ADMIN_LISTEN", "127.0.0.1:0")
+        .envs(vars.iter().copied())
+        .args(args)
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(Duration::from_secs(20), command.output())
+        .await
+        .unwrap_or_else(|_| panic!("sessiond {args:?} still running after 20 s"))
+        .expect("run sessiond");
+    CliOutput {
+        status: output.status,
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// `sessiond admin ARGS…` against `redis`; it must succeed. Returns its standard output.
+pub async fn admin_cli(redis: &RedisServer, args: &[&str]) -> String {
+    let url = redis.url();
+    let mut full = vec!["admin"];
+    full.extend_from_slice(args);
+    let out = sessiond_cli(&[("SESSIOND_REDIS_URL", url.as_str())], &full).await;
+    assert!(out.status.success(), "sessiond {full:?} failed ({}): {}", out.status, out.stderr);
+    out.stdout
+}
+
+/// The real `sessiond` binary serving on free ports (cheap argon2, limits as configured by
+/// `vars` over the binary's defaults), standard error kept in a temp file; killed on drop.
+pub struct ServerProcess {
+    child: Option<Child>,
+    pub base: String,
+    pub admin_base: String,
+    stderr: tempfile::NamedTempFile,
+}
+
+impl ServerProcess {
+    pub fn start(redis_url: &str, vars: &[(&str, &str)]) -> Self {
+        let (port, admin) = (free_port(), free_port());
+        let stderr = tempfile::NamedTempFile::new().expect("temp file");
+        let child = Command::new(env!("CARGO_BIN_EXE_sessiond"))
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("SESSIOND_LISTEN", format!("127.0.0.1:{port}"))
+            .env("SESSIOND_ADMIN_LISTEN", format!("127.0.0.1:{admin}"))
+            .env("SESSIOND_REDIS_URL", redis_url)
+            .env("SESSIOND_COOKIE_SECURE", "false")
+            .env("SESSIOND_ARGON2_MEMORY_KIB", "256")
+            .env("SESSIOND_ARGON2_ITERATIONS", "1")
+            .envs(vars.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr.reopen().expect("reopen"))
+            .spawn()
+            .expect("spawn sessiond");
+        Self {
+            child: Some(child),
+            base: format!("http://127.0.0.1:{port}"),
+            admin_base: format!("http://127.0.0.1:{admin}"),
+            stderr,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// What the process wrote to standard error so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.stderr.path()).expect("read stderr")
+    }
+
+    /// Wait until `/readyz` answers 200; fails if the process exits first.
+    pub async fn wait_ready(&mut self, client: &reqwest::Client) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().expect("try_wait")) {
+                panic!("sessiond exited with {status} before it was ready; stderr:\n{}", self.stderr());
+            }
+            if client.get(self.url("/readyz")).send().await.is_ok_and(|r| r.status() == StatusCode::OK) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "sessiond never became ready; stderr:\n{}", self.stderr());
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// The Prometheus exposition from the admin listener.
+    pub async fn metrics_text(&self, client: &reqwest::Client) -> String {
+        let r = client.get(format!("{}/metrics", self.admin_base)).send().await.expect("scrape");
+        assert_eq!(r.status(), StatusCode::OK);
+        r.text().await.expect("text")
+    }
+
+    /// SIGTERM and wait for a clean exit (everything written is flushed by then).
+    pub fn terminate(&mut self) {
+        let mut child = self.child.take().expect("running");
+        let ok = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill").success();
+        assert!(ok, "kill -TERM failed");
+        let status = child.wait().expect("wait");
+        assert!(status.success(), "sessiond exited with {status}; stderr:\n{}", self.stderr());
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A client whose connections come from `ip` (any 127.0.0.0/8 address works on Linux).
+pub fn client_from(ip: &str) -> reqwest::Client {
+    let ip: std::net::IpAddr = ip.parse().expect("ip");
+    reqwest::Client::builder()
+        .local_address(ip)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(15))
+        .build()
+        .expect("client")
 }

@@ -2,12 +2,17 @@
 
 mod helpers;
 
+mod account;
+mod admin_users;
+mod audit;
 mod auth;
 mod bad_input;
 mod cache;
 mod cluster;
 mod concurrency;
+mod device_lockout;
 mod expiry;
+mod flush;
 mod lifecycle;
 mod metrics;
 mod outage;

@@ -81,8 +81,9 @@ async fn a_scripted_flow_moves_the_counters_exactly() {
     assert_eq!(delta("sessiond_password_hash_duration_seconds_count", &[("op", "verify")]), 3.0);
     // One wrong password among correct ones is no guessing flood: no hashing thread rests.
     assert_eq!(delta("sessiond_password_hash_flood_rests_total", &[]), 0.0);
-    // Store calls: find_user for register and each login, create for each success.
-    assert_eq!(delta("sessiond_redis_command_duration_seconds_count", &[("op", "find_user")]), 4.0);
+    // Store calls: find_user for each login (a registration inserts without looking first),
+    // create for each success.
+    assert_eq!(delta("sessiond_redis_command_duration_seconds_count", &[("op", "find_user")]), 3.0);
     assert_eq!(delta("sessiond_redis_command_duration_seconds_count", &[("op", "create_session")]), 2.0);
     // Each validation is answered by the in-process cache or by Redis, never both or neither.
     let hits = delta("sessiond_validation_cache_lookups_total", &[("result", "hit")]);

@@ -198,7 +198,8 @@ async fn the_failed_login_guard_holds_across_instances_and_decays() {
         assert_eq!(a.login_response("guarded", "wrong again").await.status(), StatusCode::UNAUTHORIZED);
     }
     assert_eq!(a.login_response("guarded", PASSWORD).await.status(), StatusCode::OK, "success reset the guard");
-    let guard_keys: Vec<String> = redis.keys().into_iter().filter(|k| k.contains(":login-guard:")).collect();
+    let guard_keys: Vec<String> = redis.keys().into_iter().filter(|k| k.contains(":login-guards:")).collect();
+    assert!(!guard_keys.is_empty(), "the guard state is in Redis");
     assert!(guard_keys.iter().all(|k| !k.contains("ghost") && !k.contains("guarded")), "guard keys are hashed");
     for key in &guard_keys {
         let ttl = redis.cmd(&["PTTL", key]).int();

@@ -15,7 +15,7 @@ async fn sessiond_follows_a_sentinel_failover_without_resurrecting_logouts() {
     let mut set = SentinelSet::start();
     let mut config = test_config(None);
     config.redis_url = Some(set.url());
-    config.redis_wait_replicas = 1;
+    config.redis_wait_replicas = Some(1);
     // Room for a busy 2-core machine; the default 100 ms is for production.
     config.redis_wait_timeout = Duration::from_millis(500);
     config.active_sessions_refresh = Duration::from_millis(200);
@@ -139,7 +139,7 @@ async fn logouts_answered_503_without_a_replica_are_settled_when_answered() {
     let mut set = SentinelSet::start();
     let mut config = test_config(None);
     config.redis_url = Some(set.url());
-    config.redis_wait_replicas = 1;
+    config.redis_wait_replicas = Some(1);
     let app = spawn_config(config).await;
     app.wait_ready().await;
     let api = Api::of(&app);

@@ -10,7 +10,9 @@ use sessiond::store::cached::Cached;
 use sessiond::store::memory::MemoryStore;
 use sessiond::store::near_cache::NearCacheSettings;
 use sessiond::store::redis::{RedisSettings, RedisStore};
-use sessiond::store::{Lookup, SessionRecord, Store, UserRecord};
+use sessiond::store::{
+    GuardBucket, GuardEvent, GuardRule, Lookup, NewPassword, PasswordChange, SessionRecord, Store, UserRecord,
+};
 use sessiond::users::{UserKey, Username};
 
 use crate::helpers::RedisServer;
@@ -31,6 +33,7 @@ fn user(name: &str) -> UserRecord {
         password_hash: "$argon2id$v=19$m=256,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA".to_owned(),
         roles: vec!["user".to_owned()],
         created_at: Timestamp::now(),
+        disabled: false,
     }
 }
 
@@ -59,7 +62,7 @@ async fn create(store: &dyn Store, name: &str, now: Timestamp) -> (TokenHash, Se
     store.insert_user(&key(name), &user(name)).await.expect("insert user");
     let (hash, record) = session(name, now);
     let evicted = store.create_session(&hash, &record, 0, now).await.expect("create");
-    assert!(evicted.is_empty());
+    assert_eq!(evicted, Some(Vec::new()));
     (hash, record)
 }
 
@@ -216,9 +219,9 @@ async fn the_cap_evicts_the_oldest(store: Arc<dyn Store>) {
         let (hash, record) = session("heidi", at);
         let evicted = store.create_session(&hash, &record, 3, at).await.expect("create");
         if n < 3 {
-            assert!(evicted.is_empty(), "under the cap");
+            assert_eq!(evicted, Some(Vec::new()), "under the cap");
         } else {
-            assert_eq!(evicted, vec![made[0].1.session_id.clone()], "the oldest goes");
+            assert_eq!(evicted, Some(vec![made[0].1.session_id.clone()]), "the oldest goes");
         }
         made.push((hash, record));
     }
@@ -268,8 +271,8 @@ async fn resent_writes_are_idempotent(store: Arc<dyn Store>) {
 
     let now = Timestamp::now();
     let (hash, record) = session("carl", now);
-    assert!(store.create_session(&hash, &record, 0, now).await.expect("create").is_empty());
-    assert!(store.create_session(&hash, &record, 0, now).await.expect("create again").is_empty());
+    assert_eq!(store.create_session(&hash, &record, 0, now).await.expect("create"), Some(Vec::new()));
+    assert_eq!(store.create_session(&hash, &record, 0, now).await.expect("create again"), Some(Vec::new()));
     assert_eq!(store.list_sessions(&carl, now).await.expect("list").len(), 1);
     assert_eq!(store.count_active(now).await.expect("count"), 1);
 
@@ -279,6 +282,123 @@ async fn resent_writes_are_idempotent(store: Arc<dyn Store>) {
     assert_eq!(first, again, "a re-sent rotation reports the rotated session");
     assert_eq!(store.touch_session(&hash, now, NO_SLIDE).await.expect("touch"), Lookup::Missing);
     assert_eq!(store.list_sessions(&carl, now).await.expect("list").len(), 1);
+}
+
+fn change<'a>(
+    user: &'a UserKey,
+    expected: &'a str,
+    hash: &'a str,
+    current: &'a TokenHash,
+    new: &'a TokenHash,
+    now: Timestamp,
+) -> NewPassword<'a> {
+    NewPassword { user, expected, hash, current, new, now, slide: ALWAYS_SLIDE }
+}
+
+async fn a_password_change_moves_the_caller_and_ends_every_other_session(store: Arc<dyn Store>) {
+    let now = Timestamp::now();
+    let (current, record) = create(&*store, "judy", now).await;
+    let (other, _) = create(&*store, "judy", now).await;
+    let (bystander, _) = create(&*store, "kim", now).await;
+    let old_hash = user("judy").password_hash;
+    let (_, new) = session_hash("judy");
+    let judy = key("judy");
+
+    // The hash must be the verified one: a concurrent change wins, nothing moves.
+    let stale = store.change_password(&change(&judy, "not-the-hash", "$new", &current, &new, now)).await;
+    assert_eq!(stale.expect("change"), PasswordChange::Conflict);
+    found(store.touch_session(&current, now, NO_SLIDE).await.expect("still live"));
+
+    let changed = store.change_password(&change(&judy, &old_hash, "$new", &current, &new, now)).await;
+    let PasswordChange::Changed { session, revoked } = changed.expect("change") else { panic!("not changed") };
+    assert_eq!(revoked, 1, "the other session ended");
+    assert_eq!(session.session_id, record.session_id, "the caller's session keeps its id");
+    assert_eq!((session.created_at, session.expires_at), (record.created_at, record.expires_at));
+    assert_eq!(store.find_user(&judy).await.expect("find").expect("present").password_hash, "$new");
+    assert_eq!(store.touch_session(&current, now, NO_SLIDE).await.expect("old token"), Lookup::Missing);
+    assert_eq!(store.touch_session(&other, now, NO_SLIDE).await.expect("other"), Lookup::Missing);
+    found(store.touch_session(&new, now, NO_SLIDE).await.expect("new token"));
+    found(store.touch_session(&bystander, now, NO_SLIDE).await.expect("another user's session"));
+    let listed = store.list_sessions(&judy, now).await.expect("list");
+    assert_eq!(listed.iter().map(|s| &s.session_id).collect::<Vec<_>>(), vec![&record.session_id]);
+
+    // Re-sent after a dropped connection: reports the change again, changes nothing more.
+    let again = store.change_password(&change(&judy, &old_hash, "$new", &current, &new, now)).await;
+    assert!(matches!(again.expect("again"), PasswordChange::Changed { .. }));
+    // A session that is gone changes nothing.
+    let (_, newer) = session_hash("judy");
+    let gone = store.change_password(&change(&judy, "$new", "$newer", &other, &newer, now)).await;
+    assert_eq!(gone.expect("gone"), PasswordChange::SessionEnded);
+    assert_eq!(store.find_user(&judy).await.expect("find").expect("present").password_hash, "$new");
+}
+
+async fn deleting_a_user_removes_it_with_every_session_and_its_guard(store: Arc<dyn Store>) {
+    let now = Timestamp::now();
+    let (a, _) = create(&*store, "liam", now).await;
+    let (b, _) = create(&*store, "liam", now).await;
+    let (bystander, _) = create(&*store, "mia", now).await;
+    let liam = key("liam");
+    let rule = GuardRule { interval_ms: 60_000, tolerance_ms: 0 };
+    store.login_guard(&liam, GuardBucket::Untrusted, now, rule, GuardEvent::Failure).await.expect("guard");
+    assert!(store.login_guard(&liam, GuardBucket::Untrusted, now, rule, GuardEvent::Check).await.expect("guard") > 0);
+
+    assert_eq!(store.delete_user(&liam).await.expect("delete"), Some(2));
+    assert!(store.find_user(&liam).await.expect("find").is_none());
+    for hash in [&a, &b] {
+        assert_eq!(store.touch_session(hash, now, NO_SLIDE).await.expect("touch"), Lookup::Missing);
+    }
+    assert!(store.list_sessions(&liam, now).await.expect("list").is_empty());
+    assert_eq!(store.login_guard(&liam, GuardBucket::Untrusted, now, rule, GuardEvent::Check).await.expect("guard"), 0);
+    assert_eq!(store.count_active(now).await.expect("count"), 1, "only the other user's session is left");
+    found(store.touch_session(&bystander, now, NO_SLIDE).await.expect("bystander"));
+    assert_eq!(store.delete_user(&liam).await.expect("delete again"), None);
+    // The name is free again, and a session of the old account cannot come back.
+    assert!(store.insert_user(&liam, &user("liam")).await.expect("insert"));
+    assert!(store.list_sessions(&liam, now).await.expect("list").is_empty());
+}
+
+async fn a_disabled_user_has_no_session_until_enabled(store: Arc<dyn Store>) {
+    let now = Timestamp::now();
+    let (a, _) = create(&*store, "noah", now).await;
+    let noah = key("noah");
+    assert_eq!(store.set_disabled(&noah, true).await.expect("disable"), Some(1));
+    assert!(store.find_user(&noah).await.expect("find").expect("present").disabled);
+    assert_eq!(store.touch_session(&a, now, NO_SLIDE).await.expect("touch"), Lookup::Missing);
+    let (hash, record) = session("noah", now);
+    assert_eq!(store.create_session(&hash, &record, 0, now).await.expect("create"), None, "refused while disabled");
+    assert_eq!(store.touch_session(&hash, now, NO_SLIDE).await.expect("touch"), Lookup::Missing);
+    assert_eq!(store.set_disabled(&noah, false).await.expect("enable"), Some(0));
+    assert!(!store.find_user(&noah).await.expect("find").expect("present").disabled);
+    assert_eq!(store.create_session(&hash, &record, 0, now).await.expect("create"), Some(Vec::new()));
+    found(store.touch_session(&hash, now, NO_SLIDE).await.expect("touch"));
+    assert_eq!(store.set_disabled(&key("nobody"), true).await.expect("unknown"), None);
+    // A user that no longer exists gets no session either.
+    let (orphan, orphan_record) = session("olga", now);
+    assert_eq!(store.create_session(&orphan, &orphan_record, 0, now).await.expect("create"), None);
+}
+
+async fn guard_allowances_are_separate(store: Arc<dyn Store>) {
+    let now = Timestamp::now();
+    let pia = key("pia");
+    let rule = GuardRule { interval_ms: 60_000, tolerance_ms: 60_000 };
+    let guard = |bucket, event| {
+        let store = store.clone();
+        let pia = pia.clone();
+        async move { store.login_guard(&pia, bucket, now, rule, event).await.expect("guard") }
+    };
+    for _ in 0..3 {
+        guard(GuardBucket::Untrusted, GuardEvent::Failure).await;
+    }
+    assert!(guard(GuardBucket::Untrusted, GuardEvent::Check).await > 0, "the shared allowance is spent");
+    assert_eq!(guard(GuardBucket::Device("dev-a"), GuardEvent::Check).await, 0, "a device keeps its own");
+    for _ in 0..3 {
+        guard(GuardBucket::Device("dev-a"), GuardEvent::Failure).await;
+    }
+    assert!(guard(GuardBucket::Device("dev-a"), GuardEvent::Check).await > 0);
+    assert_eq!(guard(GuardBucket::Device("dev-b"), GuardEvent::Check).await, 0, "another device is untouched");
+    guard(GuardBucket::Device("dev-a"), GuardEvent::Success).await;
+    assert_eq!(guard(GuardBucket::Device("dev-a"), GuardEvent::Check).await, 0, "success resets its allowance");
+    assert!(guard(GuardBucket::Untrusted, GuardEvent::Check).await > 0, "and only its own");
 }
 
 macro_rules! contract {
@@ -383,4 +503,8 @@ contract!(
     active_count_is_exact_and_excludes_expired,
     lists_skip_expired_sessions,
     resent_writes_are_idempotent,
+    a_password_change_moves_the_caller_and_ends_every_other_session,
+    deleting_a_user_removes_it_with_every_session_and_its_guard,
+    a_disabled_user_has_no_session_until_enabled,
+    guard_allowances_are_separate,
 );

@@ -47,13 +47,14 @@ pub(super) fn active_sets(shard: Shard) -> impl Iterator<Item = String> {
     (0..ACTIVE_SETS).map(move |n| format!("{base}:{n}"))
 }
 
-/// The guard is keyed by a digest, so attacker-chosen usernames are never stored verbatim.
+/// The guard is keyed by a digest, so attacker-chosen usernames are never stored verbatim. A
+/// hash: one field per allowance (clients without a device token, each device).
 pub(super) fn login_guard(user: &UserKey) -> String {
     use base64::Engine as _;
     use sha2::Digest as _;
     let digest = sha2::Sha256::digest(user.as_str().as_bytes());
     let short = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..16]);
-    format!("{}login-guard:{short}", prefix(user.shard()))
+    format!("{}login-guards:{short}", prefix(user.shard()))
 }
 
 #[cfg(test)]

@@ -8,10 +8,12 @@
 //!
 //! | key | type | holds | expires |
 //! |---|---|---|---|
-//! | `sessiond:{xyz}:user:<username>` | hash | `id`, `name`, `phc` (argon2id), `roles` (comma list), `created` | never |
+//! | `sessiond:{xyz}:user:<username>` | hash | `id`, `name`, `phc` (argon2id), `roles` (comma list), `created`, `disabled` (`1`, only while disabled) | never |
 //! | `sessiond:{xyz}:sess:<sha256(token)[..16], base64url>` | string | the session and its owner's id, spelling and roles, one value (see [`record`]) | at the earlier deadline (PX) |
 //! | `sessiond:{xyz}:user-sessions:<username>` | hash | session id → token digest | after the longest session |
 //! | `sessiond:{xyz}:active:<0-3>` | sorted set | session id scored by its deadline (set chosen by the id's first byte) | members trimmed by `prune_expired` |
+//! | `sessiond:{xyz}:login-guards:<sha256(username)[..16], base64url>` | hash | `*` (clients without a device token), `d:<device id>`: each a GCRA arrival time | when the latest has decayed |
+//! | `sessiond:flush-canary:<instance>` | string | proves to the validation cache that the database was not flushed (see `tracking`) | 60 s after the instance stops |
 //!
 //! `<username>` is the lower-cased username. The token never appears: only the first 128 bits
 //! of its SHA-256 ([`TokenHash`]).
@@ -55,7 +57,10 @@ use fred::types::Value;
 pub use connection::RedisSettings;
 
 use super::near_cache::NearCache;
-use super::{GuardEvent, GuardRule, Lookup, SessionRecord, Slide, Store, StoreError, UserRecord};
+use super::{
+    GuardBucket, GuardEvent, GuardRule, Lookup, NewPassword, PasswordChange, SessionRecord, Slide, Store, StoreError,
+    UserRecord,
+};
 use crate::session::{SessionId, Shard, Timestamp, TokenHash};
 use crate::users::UserKey;
 
@@ -191,13 +196,14 @@ impl Store for RedisStore {
             password_hash: get("phc")?,
             roles: fields.get("roles").map(|r| record::roles_from(r)).unwrap_or_default(),
             created_at: Timestamp::from_millis(get("created")?.parse().unwrap_or_default()),
+            disabled: fields.get("disabled").is_some_and(|d| d == "1"),
         }))
     }
 
     async fn set_role(&self, key: &UserKey, role: &str, granted: bool) -> Result<bool, StoreError> {
         let args = vec![role.to_owned(), if granted { "1" } else { "0" }.to_owned(), keys::prefix(key.shard())];
         let keys = vec![keys::user(key), keys::user_sessions(key)];
-        let reply = self.eval("set_role", &self.scripts.set_role, keys, args).await?;
+        let reply = self.eval_durable("set_role", &self.scripts.set_role, keys, args).await?;
         Ok(reply.as_i64() == Some(1))
     }
 
@@ -207,7 +213,7 @@ impl Store for RedisStore {
         session: &SessionRecord,
         max_per_user: u32,
         now: Timestamp,
-    ) -> Result<Vec<SessionId>, StoreError> {
+    ) -> Result<Option<Vec<SessionId>>, StoreError> {
         const OP: &str = "create_session";
         let shard = hash.shard();
         if shard != session.user_key.shard() {
@@ -230,12 +236,65 @@ impl Store for RedisStore {
             keys::active(shard),
             keys::user(&session.user_key),
         ];
-        let reply = self.eval(OP, &self.scripts.create, keys, args).await?;
-        let evicted = match reply {
-            Value::Array(ids) => ids.iter().filter_map(text).filter_map(|id| SessionId::parse(&id)).collect(),
-            _ => Vec::new(),
-        };
-        Ok(evicted)
+        match self.eval(OP, &self.scripts.create, keys, args).await? {
+            Value::Array(ids) => Ok(Some(ids.iter().filter_map(text).filter_map(|id| SessionId::parse(&id)).collect())),
+            // An empty Lua table arrives as nil.
+            Value::Null => Ok(Some(Vec::new())),
+            other if text(&other).as_deref() == Some("refused") => Ok(None),
+            _ => Err(StoreError::other(OP, "unexpected reply")),
+        }
+    }
+
+    async fn change_password(&self, change: &NewPassword<'_>) -> Result<PasswordChange, StoreError> {
+        const OP: &str = "change_password";
+        let NewPassword { user, expected, hash: new_hash, current, new, now, slide } = *change;
+        let shard = user.shard();
+        if current.shard() != shard || new.shard() != shard {
+            return Err(StoreError::other(OP, "token drawn for the wrong shard"));
+        }
+        let args = vec![
+            keys::prefix(shard),
+            now.millis().to_string(),
+            slide.idle_ms.to_string(),
+            new.encoded(),
+            expected.to_owned(),
+            new_hash.to_owned(),
+        ];
+        let keys = vec![
+            keys::user(user),
+            keys::user_sessions(user),
+            keys::active(shard),
+            keys::session(current),
+            keys::session(new),
+        ];
+        let reply = self.eval_durable(OP, &self.scripts.change_password, keys, args).await?;
+        let Value::Array(parts) = reply else { return Err(StoreError::other(OP, "unexpected reply")) };
+        match parts.first().and_then(Value::as_i64) {
+            Some(0) => Ok(PasswordChange::SessionEnded),
+            Some(1) => Ok(PasswordChange::Conflict),
+            Some(2) => {
+                let found = session_of(OP, parts.get(1).unwrap_or(&Value::Null))?;
+                let revoked = parts.get(2).and_then(Value::as_i64).and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
+                Ok(PasswordChange::Changed { session: Box::new(found.session), revoked })
+            }
+            _ => Err(StoreError::other(OP, "unexpected reply")),
+        }
+    }
+
+    async fn delete_user(&self, user: &UserKey) -> Result<Option<u64>, StoreError> {
+        let shard = user.shard();
+        let keys = vec![keys::user(user), keys::user_sessions(user), keys::active(shard), keys::login_guard(user)];
+        let reply =
+            self.eval_durable("delete_user", &self.scripts.delete_user, keys, vec![keys::prefix(shard)]).await?;
+        Ok(reply.as_i64().and_then(|n| u64::try_from(n).ok()))
+    }
+
+    async fn set_disabled(&self, user: &UserKey, disabled: bool) -> Result<Option<u64>, StoreError> {
+        let shard = user.shard();
+        let keys = vec![keys::user(user), keys::user_sessions(user), keys::active(shard)];
+        let args = vec![keys::prefix(shard), if disabled { "1" } else { "0" }.to_owned()];
+        let reply = self.eval_durable("set_disabled", &self.scripts.set_disabled, keys, args).await?;
+        Ok(reply.as_i64().and_then(|n| u64::try_from(n).ok()))
     }
 
     async fn touch_session(&self, hash: &TokenHash, now: Timestamp, slide: Slide) -> Result<Lookup, StoreError> {
@@ -325,6 +384,7 @@ impl Store for RedisStore {
     async fn login_guard(
         &self,
         user: &UserKey,
+        bucket: GuardBucket<'_>,
         now: Timestamp,
         rule: GuardRule,
         event: GuardEvent,
@@ -339,6 +399,10 @@ impl Store for RedisStore {
             rule.interval_ms.to_string(),
             rule.tolerance_ms.to_string(),
             event.to_owned(),
+            match bucket {
+                GuardBucket::Untrusted => "*".to_owned(),
+                GuardBucket::Device(id) => format!("d:{id}"),
+            },
         ];
         let reply = self.eval("login_guard", &self.scripts.login_guard, vec![keys::login_guard(user)], args).await?;
         Ok(text(&reply).and_then(|ms| ms.parse().ok()).unwrap_or(0))

@@ -36,6 +36,9 @@ pub(super) struct Scripts {
     pub(super) insert_user: Script,
     pub(super) set_role: Script,
     pub(super) login_guard: Script,
+    pub(super) change_password: Script,
+    pub(super) delete_user: Script,
+    pub(super) set_disabled: Script,
 }
 
 impl Scripts {
@@ -52,6 +55,9 @@ impl Scripts {
             insert_user: Script::new(include_str!("lua/insert_user.lua"), false),
             set_role: Script::new(include_str!("lua/set_role.lua"), true),
             login_guard: Script::new(include_str!("lua/login_guard.lua"), false),
+            change_password: Script::new(include_str!("lua/change_password.lua"), true),
+            delete_user: Script::new(include_str!("lua/delete_user.lua"), true),
+            set_disabled: Script::new(include_str!("lua/set_disabled.lua"), true),
         }
     }
 }

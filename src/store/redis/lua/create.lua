@@ -1,7 +1,8 @@
 -- KEYS: session, user-sessions index, shard active sets' base name, user
 -- ARGV: prefix, now, max per user, token hash, index ttl ms, session id, deadline,
 --       the session value without its roles (ending with the separator)
--- Reply: the ids of the sessions the cap evicted
+-- Reply: the ids of the sessions the cap evicted, or 'refused' when the user no longer exists
+-- or is disabled (nothing is written)
 local prefix, now, max = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local sid, d = ARGV[6], tonumber(ARGV[7])
 if redis.call('EXISTS', KEYS[1]) == 1 then
@@ -15,10 +16,12 @@ if d <= now then
   return redis.error_reply('ERR session already expired')
 end
 -- The roles are read here, in the same atomic step as the write, so a role change racing
--- this login either comes before (and is copied) or after (and rewrites this session too).
-local roles = redis.call('HGET', KEYS[4], 'roles')
-if not roles then
-  return redis.error_reply('ERR no such user')
+-- this login either comes before (and is copied) or after (and rewrites this session too);
+-- likewise a deletion or a disable racing it leaves no session behind.
+local user = redis.call('HMGET', KEYS[4], 'roles', 'disabled')
+local roles = user[1]
+if not roles or user[2] == '1' then
+  return 'refused'
 end
 -- The index may name sessions that expired by TTL: forget them, keep the live ones.
 local live = {}

@@ -81,3 +81,19 @@ local function slide(session_key, active_key, f, now, idle)
   redis.call('ZADD', active_set(active_key, f.s), 'XX', int(ni), f.s)
   return value
 end
+
+-- End every session in the user's index except `keep` (a session id, or '' for none), with
+-- their bookkeeping. Returns how many session keys were deleted.
+local function revoke_sessions(prefix, index_key, active_key, keep)
+  local index = redis.call('HGETALL', index_key)
+  local revoked = 0
+  for n = 1, #index, 2 do
+    local sid, h = index[n], index[n + 1]
+    if sid ~= keep then
+      revoked = revoked + redis.call('DEL', prefix .. 'sess:' .. h)
+      redis.call('HDEL', index_key, sid)
+      redis.call('ZREM', active_set(active_key, sid), sid)
+    end
+  end
+  return revoked
+end
