@@ -12,8 +12,9 @@
 // SESSIOND_RATE_LIMIT_REGISTER_IP=0, SESSIOND_LOGIN_FAILURES=0): all k6 traffic comes from one
 // address. With the limiters on (the compose stack's defaults), a 429 is waited out
 // (Retry-After) and retried, and counted in `rate_limited`, so the smoke test still passes,
-// only slower. SESSIOND_COOKIE_SECURE does not matter here: the script sends the Cookie
-// header itself.
+// only slower. The script sends the Cookie header itself, named COOKIE_NAME (default `sid`, the
+// name with SESSIOND_COOKIE_SECURE=false); against a service with Secure cookies pass
+// -e COOKIE_NAME=__Host-sid.
 //
 // Environment: BASE_URL, PASSWORD, COOKIE_NAME, RESULTS_DIR, SUMMARY_JSON (see lib/config.js).
 

@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::http::{self, AppState, CookieSettings, HttpSettings, RateLimitState};
+use crate::http::{self, AppState, CookieSettings, CsrfPolicy, HttpSettings, RateLimitState};
 use crate::limits::{Limiters, TrustedProxies};
 use crate::service::{AdminService, LoginGuard, LoginProtection, SessionService, UserService};
 use crate::session::{SessionPolicy, Timestamp};
@@ -52,6 +52,12 @@ impl Application {
     /// When a listener cannot be bound or the configuration is unusable.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let metrics = Metrics::new();
+        if !config.cookie_secure {
+            tracing::warn!(
+                "SESSIOND_COOKIE_SECURE=false: the session cookie is sent over plain HTTP and has no __Host- prefix; \
+                 for local development only"
+            );
+        }
         let store = build_store(&config, &metrics)?;
         let passwords = Arc::new(Passwords::new(
             config.argon2_memory_kib,
@@ -105,11 +111,16 @@ impl Application {
                 policy,
             ),
             admin: AdminService::new(store.clone(), metrics.clone()),
-            cookie: Arc::new(CookieSettings {
-                name: config.cookie_name.clone(),
-                secure: config.cookie_secure,
-                device_ttl: config.device_token_ttl,
-            }),
+            cookie: Arc::new(CookieSettings::new(
+                &config.cookie_name,
+                config.cookie_secure,
+                config.cookie_samesite,
+                config.device_token_ttl,
+            )),
+            csrf: CsrfPolicy::new(
+                config.allowed_origins.iter().chain(&config.cors_origins).cloned().collect(),
+                metrics.clone(),
+            ),
             ready: ready.clone(),
         });
         let settings = HttpSettings {

@@ -101,9 +101,21 @@ pub struct Config {
     #[arg(long, env = "SESSIOND_COOKIE_SECURE", default_value_t = true, action = ArgAction::Set)]
     pub cookie_secure: bool,
 
-    /// Name of the session cookie.
+    /// Name of the session cookie. With `SESSIOND_COOKIE_SECURE=true` it gets the `__Host-`
+    /// prefix (`__Host-sid`), which browsers accept only from HTTPS, with `Path=/` and no
+    /// `Domain`: a sibling subdomain cannot set or overwrite it.
     #[arg(long, env = "SESSIOND_COOKIE_NAME", default_value = "sid", value_parser = parse_cookie_name)]
     pub cookie_name: String,
+
+    /// `SameSite` of the session cookie: `lax` (sent on top-level navigations from other
+    /// sites, so links into the app keep the user signed in) or `strict`.
+    #[arg(long, env = "SESSIOND_COOKIE_SAMESITE", value_enum, default_value_t = SameSite::Lax)]
+    pub cookie_samesite: SameSite,
+
+    /// Comma-separated origins (besides the service's own) whose cookie-authenticated
+    /// state-changing requests are accepted; the CORS origins count too.
+    #[arg(long, env = "SESSIOND_ALLOWED_ORIGINS", value_delimiter = ',', value_parser = parse_origin)]
+    pub allowed_origins: Vec<String>,
 
     /// Comma-separated origins allowed to call the API from a browser with credentials.
     #[arg(long, env = "SESSIOND_CORS_ORIGINS", value_delimiter = ',', value_parser = parse_origin)]
@@ -212,6 +224,15 @@ pub struct Config {
 
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+/// The `SameSite` attribute of the session cookie.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SameSite {
+    /// Sent with top-level navigations from other sites, never with their sub-requests.
+    Lax,
+    /// Never sent with a request another site started.
+    Strict,
 }
 
 /// How log lines are written.
@@ -401,6 +422,11 @@ fn parse_duration_or_zero(text: &str) -> Result<Duration, String> {
 }
 
 fn parse_cookie_name(text: &str) -> Result<String, String> {
+    let lower = text.to_ascii_lowercase();
+    if lower.starts_with("__host-") || lower.starts_with("__secure-") {
+        return Err("give the name without a __Host- or __Secure- prefix: __Host- is added when the cookie is Secure"
+            .to_owned());
+    }
     let ok = !text.is_empty()
         && text.len() <= 64
         && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));

@@ -28,6 +28,9 @@ pub enum Error {
     /// Authenticated, but the role is missing.
     #[error("forbidden")]
     Forbidden,
+    /// A cookie-authenticated request that another site started (CSRF).
+    #[error("cross-site request")]
+    CrossSiteRequest,
     /// The password given to confirm a sensitive operation is wrong.
     #[error("re-authentication failed")]
     ReauthenticationFailed,
@@ -96,7 +99,7 @@ impl Error {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::InvalidField { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unauthorized | Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
-            Self::Forbidden | Self::ReauthenticationFailed => StatusCode::FORBIDDEN,
+            Self::Forbidden | Self::ReauthenticationFailed | Self::CrossSiteRequest => StatusCode::FORBIDDEN,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -129,6 +132,11 @@ impl Error {
             Self::Forbidden => {
                 ("forbidden", "Forbidden", "This operation needs a role the caller does not have.".to_owned())
             }
+            Self::CrossSiteRequest => (
+                "cross-site-request",
+                "Cross-site request",
+                "A request authenticated by the session cookie must come from this site's own pages.".to_owned(),
+            ),
             Self::ReauthenticationFailed => (
                 "reauthentication-failed",
                 "Re-authentication failed",

@@ -83,6 +83,8 @@ fn start_service(dir: &Path) -> (Vec<Proc>, String, String) {
             ("SESSIOND_RATE_LIMIT_LOGIN_ACCOUNT", "0".to_owned()),
             ("SESSIOND_RATE_LIMIT_REGISTER_IP", "0".to_owned()),
             ("SESSIOND_LOGIN_FAILURES", "0".to_owned()),
+            // Plain HTTP: the cookie is `sid`, the script's default name.
+            ("SESSIOND_COOKIE_SECURE", "false".to_owned()),
             // A debug build hashes slowly; the smoke test checks behaviour, not hashing cost.
             ("SESSIOND_ARGON2_MEMORY_KIB", "1024".to_owned()),
             ("SESSIOND_ARGON2_ITERATIONS", "1".to_owned()),

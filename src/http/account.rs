@@ -4,11 +4,12 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::response::Response;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse as _, Response};
 use serde::Deserialize;
 
 use super::auth::{issued_response, session_cleared};
-use super::extract::{AppJson, FreshSession};
+use super::extract::{AppJson, CredentialSource, FreshSession};
 use super::AppState;
 use crate::error::Error;
 use crate::service::ClientMeta;
@@ -32,11 +33,12 @@ pub struct Confirmation {
 pub async fn change_password(
     State(state): State<Arc<AppState>>,
     meta: ClientMeta,
+    source: CredentialSource,
     FreshSession(auth): FreshSession,
     AppJson(body): AppJson<PasswordChange>,
 ) -> Result<Response, Error> {
     let issued = state.users.change_password(&auth, body.current_password, body.new_password, &meta).await?;
-    Ok(issued_response(&state, &issued))
+    Ok(issued_response(&state, &issued, source.into()))
 }
 
 /// `DELETE /v1/account` → 204 and a cleared cookie.
@@ -47,5 +49,5 @@ pub async fn delete(
     AppJson(body): AppJson<Confirmation>,
 ) -> Result<Response, Error> {
     state.users.delete_account(&auth, body.password, &meta).await?;
-    Ok(session_cleared(&state))
+    Ok(session_cleared(&state, StatusCode::NO_CONTENT.into_response()))
 }

@@ -20,6 +20,7 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
 
+use super::cookie::{CookieSettings, Presented};
 use super::AppState;
 use crate::error::Error;
 use crate::limits::ClientIp;
@@ -97,32 +98,41 @@ fn json_error(error: serde_path_to_error::Error<serde_json::Error>) -> Error {
     }
 }
 
-/// Where a credential may come from, in order of precedence.
-fn credential(parts: &Parts, cookie_name: &str) -> Option<Result<SessionToken, Error>> {
-    let parse = |text: &str| SessionToken::parse(text.trim()).ok_or(Error::Unauthorized);
+/// Where a session credential came from: the cookie is ambient (a browser attaches it to
+/// requests other sites start), the headers are not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// `Authorization: Bearer` or `x-session-id`.
+    Header,
+    /// The session cookie.
+    Cookie,
+}
+
+/// The request's credential, in order of precedence: `Authorization`, the session cookie,
+/// `x-session-id`. A malformed one, or the cookie more than once, is a 401.
+fn credential(parts: &Parts, cookies: &CookieSettings) -> Option<Result<(SessionToken, Source), Error>> {
+    let parse = |text: &str, source| SessionToken::parse(text.trim()).map(|t| (t, source)).ok_or(Error::Unauthorized);
     if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
         let value = value.to_str().unwrap_or_default();
         return Some(match value.split_once(' ') {
-            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => parse(token),
+            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => parse(token, Source::Header),
             _ => Err(Error::Unauthorized),
         });
     }
-    for value in parts.headers.get_all(header::COOKIE) {
-        let Ok(value) = value.to_str() else {
-            return Some(Err(Error::Unauthorized));
-        };
-        for pair in value.split(';') {
-            if let Some((name, token)) = pair.trim().split_once('=') {
-                if name == cookie_name {
-                    return Some(parse(token.trim_matches('"')));
-                }
-            }
-        }
+    match cookies.session_in(&parts.headers) {
+        Presented::One(token) => return Some(parse(token, Source::Cookie)),
+        Presented::Several => return Some(Err(Error::Unauthorized)),
+        Presented::None => {}
     }
     if let Some(value) = parts.headers.get("x-session-id") {
-        return Some(value.to_str().map_err(|_| Error::Unauthorized).and_then(parse));
+        return Some(value.to_str().map_err(|_| Error::Unauthorized).and_then(|text| parse(text, Source::Header)));
     }
     None
+}
+
+/// The request's session token, whatever carried it (see [`credential`]).
+pub(super) fn credential_token(parts: &Parts, cookies: &CookieSettings) -> Option<Result<SessionToken, Error>> {
+    credential(parts, cookies).map(|found| found.map(|(token, _)| token))
 }
 
 /// The caller's live session. Rejects with 401 (missing, malformed, unknown, expired or
@@ -137,10 +147,17 @@ impl FromRequestParts<Arc<AppState>> for AuthSession {
     }
 }
 
-/// The presented credential, validated (`fresh`: against the store itself).
+/// The presented credential, validated (`fresh`: against the store itself). A state-changing
+/// request authenticated by the cookie must pass the cross-site check first, before the store
+/// is asked anything.
 async fn validated(parts: &Parts, state: &AppState, fresh: bool) -> Result<Authenticated, Error> {
-    let token = match credential(parts, &state.cookie.name) {
-        Some(Ok(token)) => token,
+    let token = match credential(parts, &state.cookie) {
+        Some(Ok((token, source))) => {
+            if source == Source::Cookie {
+                state.csrf.check(parts)?;
+            }
+            token
+        }
         Some(Err(error)) => {
             state.sessions.malformed_credential();
             return Err(error);
@@ -172,14 +189,26 @@ impl FromRequestParts<Arc<AppState>> for PresentedToken {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Error> {
-        Ok(Self(credential(parts, &state.cookie.name).and_then(Result::ok)))
+        Ok(Self(credential(parts, &state.cookie).and_then(Result::ok).map(|(token, _)| token)))
     }
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientMeta {
+/// Where the request's credential came from, for answering in the same transport (a refresh
+/// by cookie sets a cookie; one by header returns the token). `None`: no credential.
+pub struct CredentialSource(pub Option<Source>);
+
+impl FromRequestParts<Arc<AppState>> for CredentialSource {
     type Rejection = Error;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Error> {
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Error> {
+        Ok(Self(credential(parts, &state.cookie).and_then(Result::ok).map(|(_, source)| source)))
+    }
+}
+
+impl FromRequestParts<Arc<AppState>> for ClientMeta {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Error> {
         let ip = match parts.extensions.get::<ClientIp>() {
             Some(client) => Some(client.0),
             None => parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip()),
@@ -190,21 +219,14 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientMeta {
             .and_then(|v| v.to_str().ok())
             .filter(|ua| !ua.is_empty())
             .map(str::to_owned);
-        Ok(Self { ip, user_agent, device_token: device_token(&parts.headers) })
+        Ok(Self { ip, user_agent, device_token: device_token(&parts.headers, &state.cookie) })
     }
 }
 
 /// The device token a request carries: the header, else the cookie.
-fn device_token(headers: &HeaderMap) -> Option<DeviceToken> {
+fn device_token(headers: &HeaderMap, cookies: &CookieSettings) -> Option<DeviceToken> {
     if let Some(value) = headers.get(super::cookie::DEVICE_HEADER) {
         return value.to_str().ok().and_then(DeviceToken::presented);
     }
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == super::cookie::DEVICE_COOKIE)
-        .and_then(|(_, token)| DeviceToken::presented(token.trim_matches('"')))
+    cookies.device_in(headers).and_then(DeviceToken::presented)
 }

@@ -22,6 +22,7 @@ mod account;
 mod admin;
 mod auth;
 mod cookie;
+mod csrf;
 mod extract;
 mod health;
 mod rate_limit;
@@ -29,6 +30,8 @@ mod security_headers;
 mod serve;
 mod sessions;
 mod timeout;
+mod verify;
+mod web;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -37,7 +40,7 @@ use std::time::Duration;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderName, HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
+use axum::routing::{any, delete, get, post, put};
 use axum::Router;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -45,6 +48,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 
 pub use cookie::CookieSettings;
+pub use csrf::CsrfPolicy;
 pub use rate_limit::RateLimitState;
 pub use serve::serve;
 
@@ -68,6 +72,8 @@ pub struct AppState {
     pub admin: AdminService,
     /// How the session cookie is written.
     pub cookie: Arc<CookieSettings>,
+    /// Who may send cookie-authenticated state-changing requests.
+    pub csrf: CsrfPolicy,
     /// Cleared on shutdown so `/readyz` turns 503 before the listener closes.
     pub ready: Arc<AtomicBool>,
 }
@@ -95,7 +101,7 @@ pub fn router(state: Arc<AppState>, settings: &HttpSettings) -> Router {
     let middleware = ServiceBuilder::new()
         .option_layer(observe)
         .layer(CatchPanicLayer::custom(panic_response as fn(Box<dyn std::any::Any + Send>) -> Response))
-        .layer(security_headers::SecurityHeadersLayer)
+        .layer(security_headers::SecurityHeadersLayer { hsts: state.cookie.secure() })
         .option_layer(cors(&settings.cors_origins))
         .layer(rate_limit::RateLimitLayer::new(settings.rate_limit.clone()))
         .layer(timeout::RequestTimeoutLayer::new(settings.request_timeout))
@@ -105,6 +111,7 @@ pub fn router(state: Arc<AppState>, settings: &HttpSettings) -> Router {
         .route("/v1/auth/login", post(auth::login))
         .route("/v1/auth/logout", post(auth::logout))
         .route("/v1/auth/refresh", post(auth::refresh))
+        .route("/v1/auth/verify", any(verify::verify))
         .route("/v1/profile", get(sessions::profile))
         .route("/v1/sessions", get(sessions::list).delete(sessions::revoke_all))
         .route("/v1/sessions/{session_id}", delete(sessions::revoke))
@@ -117,6 +124,7 @@ pub fn router(state: Arc<AppState>, settings: &HttpSettings) -> Router {
         .route("/v1/admin/users/{username}/sessions", delete(admin::revoke_user_sessions))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .merge(web::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware)

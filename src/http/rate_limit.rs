@@ -105,8 +105,9 @@ where
         if matches!(route, "/healthz" | "/readyz") {
             return Limited::Passed { inner: self.inner.call(request), applied: Applied::default() };
         }
-        let is_login = request.method() == Method::POST && route == "/v1/auth/login";
-        let is_register = request.method() == Method::POST && route == "/v1/auth/register";
+        // The sign-in and registration forms of the web app count like the API routes.
+        let is_login = request.method() == Method::POST && matches!(route, "/v1/auth/login" | "/login");
+        let is_register = request.method() == Method::POST && matches!(route, "/v1/auth/register" | "/register");
         let key = client.limit_key();
         let route_limiter = if is_login {
             Some(&state.limiters.login_ip)

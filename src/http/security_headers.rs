@@ -1,5 +1,9 @@
 //! Headers every public response carries: `Cache-Control: no-store` (session data and
-//! credentials must never sit in a shared cache) and `X-Content-Type-Options: nosniff`.
+//! credentials must never sit in a shared cache, nor in the browser's history: Back after a
+//! logout shows nothing), `X-Content-Type-Options: nosniff`, `Referrer-Policy: no-referrer`
+//! (no URL of ours leaks to another site), and, when the session cookie is `Secure` (so the
+//! service is reached over HTTPS), `Strict-Transport-Security`. HTML pages add their own
+//! `Content-Security-Policy` (see `web`).
 //!
 //! One hand-written layer for all of them rather than one `SetResponseHeaderLayer` each: each
 //! layer is one more future wrapped, moved and polled on every request.
@@ -14,16 +18,22 @@ use tower::{Layer, Service};
 
 const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 const NOSNIFF: HeaderValue = HeaderValue::from_static("nosniff");
+const NO_REFERRER: HeaderValue = HeaderValue::from_static("no-referrer");
+/// A year: browsers then never try plain HTTP for this host again.
+const HSTS: HeaderValue = HeaderValue::from_static("max-age=31536000");
 
 /// Sets the security headers on every response, overriding what a handler set.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct SecurityHeadersLayer;
+pub struct SecurityHeadersLayer {
+    /// Send `Strict-Transport-Security` (the service is reached over HTTPS).
+    pub hsts: bool,
+}
 
 impl<S> Layer<S> for SecurityHeadersLayer {
     type Service = SecurityHeaders<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        SecurityHeaders { inner }
+        SecurityHeaders { inner, hsts: self.hsts }
     }
 }
 
@@ -31,6 +41,7 @@ impl<S> Layer<S> for SecurityHeadersLayer {
 #[derive(Clone, Debug)]
 pub struct SecurityHeaders<S> {
     inner: S,
+    hsts: bool,
 }
 
 impl<S, B> Service<Request> for SecurityHeaders<S>
@@ -46,7 +57,7 @@ where
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        WithHeaders { inner: self.inner.call(request) }
+        WithHeaders { inner: self.inner.call(request), hsts: self.hsts }
     }
 }
 
@@ -55,6 +66,7 @@ pin_project_lite::pin_project! {
     pub struct WithHeaders<F> {
         #[pin]
         inner: F,
+        hsts: bool,
     }
 }
 
@@ -65,10 +77,15 @@ where
     type Output = Result<Response<B>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut response = ready!(self.project().inner.poll(cx))?;
+        let this = self.project();
+        let mut response = ready!(this.inner.poll(cx))?;
         let headers = response.headers_mut();
         headers.insert(header::CACHE_CONTROL, NO_STORE);
         headers.insert(header::X_CONTENT_TYPE_OPTIONS, NOSNIFF);
+        headers.insert(header::REFERRER_POLICY, NO_REFERRER);
+        if *this.hsts {
+            headers.insert(header::STRICT_TRANSPORT_SECURITY, HSTS);
+        }
         Poll::Ready(Ok(response))
     }
 }

@@ -16,6 +16,8 @@ use crate::session::time::monotonic_millis;
 pub(crate) static FAILED_REQUESTS: LogBudget = LogBudget::new(10);
 /// Warnings for an unavailable session store, server-wide.
 pub(crate) static STORE_UNAVAILABLE: LogBudget = LogBudget::new(10);
+/// Warnings for requests refused as cross-site, server-wide.
+pub(crate) static REFUSED_REQUESTS: LogBudget = LogBudget::new(10);
 /// Errors that are bugs (500): a higher budget, since every one of them is worth reading.
 pub(crate) static INTERNAL_ERRORS: LogBudget = LogBudget::new(100);
 

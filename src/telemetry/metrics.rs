@@ -31,6 +31,7 @@ pub mod names {
     pub const PASSWORD_HASH_DURATION_SECONDS: &str = "sessiond_password_hash_duration_seconds";
     pub const PASSWORD_HASH_FLOOD_RESTS_TOTAL: &str = "sessiond_password_hash_flood_rests_total";
     pub const RATE_LIMITED_TOTAL: &str = "sessiond_rate_limited_total";
+    pub const CSRF_REJECTIONS_TOTAL: &str = "sessiond_csrf_rejections_total";
     pub const BUILD_INFO: &str = "sessiond_build_info";
     pub const VALIDATION_CACHE_LOOKUPS_TOTAL: &str = "sessiond_validation_cache_lookups_total";
 }
@@ -51,6 +52,8 @@ pub const LOGIN_OUTCOMES: [&str; 4] = ["success", "invalid_credentials", "rate_l
 pub const REGISTRATION_OUTCOMES: [&str; 5] = ["success", "conflict", "invalid", "rate_limited", "unavailable"];
 /// Outcomes of a session validation.
 pub const VALIDATION_OUTCOMES: [&str; 4] = ["valid", "invalid", "expired", "unavailable"];
+/// Why a cookie-authenticated request was refused as cross-site.
+pub const CSRF_REASONS: [&str; 2] = ["sec_fetch_site", "origin"];
 /// Why sessions end.
 pub const REVOKE_REASONS: [&str; 8] =
     ["logout", "logout_all", "admin", "rotation", "limit", "password_change", "account_deleted", "disabled"];
@@ -162,6 +165,9 @@ impl Metrics {
         }
         for reason in REVOKE_REASONS {
             metrics.counter(SESSIONS_REVOKED_TOTAL, vec![label("reason", reason)]).increment(0);
+        }
+        for reason in CSRF_REASONS {
+            metrics.counter(CSRF_REJECTIONS_TOTAL, vec![label("reason", reason)]).increment(0);
         }
         for op in ["hash", "verify"] {
             let _ = metrics.histogram(PASSWORD_HASH_DURATION_SECONDS, vec![label("op", op)]);
@@ -337,6 +343,12 @@ impl Metrics {
         self.flood_rests.increment(1);
     }
 
+    /// A cookie-authenticated request was refused as cross-site (`reason`: one of
+    /// [`CSRF_REASONS`]).
+    pub fn csrf_rejection(&self, reason: &'static str) {
+        self.with_counter(CSRF_REJECTIONS_TOTAL, "reason", reason, |c| c.increment(1));
+    }
+
     /// A request was refused by `limiter`.
     pub fn rate_limited(&self, limiter: &'static str) {
         self.with_counter(RATE_LIMITED_TOTAL, "limiter", limiter, |c| c.increment(1));
@@ -358,7 +370,7 @@ fn with_cached<T>(
 }
 
 fn describe(recorder: &PrometheusRecorder) {
-    let counters: [(&str, &str); 10] = [
+    let counters: [(&str, &str); 11] = [
         (HTTP_REQUESTS_TOTAL, "HTTP requests served, by method, route template and status."),
         (LOGINS_TOTAL, "Login attempts by outcome."),
         (REGISTRATIONS_TOTAL, "Registration attempts by outcome."),
@@ -367,6 +379,7 @@ fn describe(recorder: &PrometheusRecorder) {
         (SESSION_VALIDATIONS_TOTAL, "Session validations by outcome."),
         (REDIS_ERRORS_TOTAL, "Failed store calls on Redis, by operation and error kind."),
         (RATE_LIMITED_TOTAL, "Requests refused by a rate limiter, by limiter."),
+        (CSRF_REJECTIONS_TOTAL, "Cookie-authenticated state-changing requests refused as cross-site, by reason."),
         (
             PASSWORD_HASH_FLOOD_RESTS_TOTAL,
             "Hashes after which a hashing thread rested because a password-guessing flood was detected.",

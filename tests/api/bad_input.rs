@@ -558,7 +558,7 @@ async fn unknown_route_is_404_and_wrong_method_is_405() {
     let token = token_of(&app.signup_login(&unique("route")).await);
     let before = keys(&redis);
     for (method, path) in [
-        (Method::GET, "/"),
+        (Method::GET, "/index.html"),
         (Method::GET, "/v1/nope"),
         (Method::POST, "/v1/auth/nope"),
         (Method::GET, "/v2/profile"),

@@ -88,15 +88,17 @@ async fn a_login_hands_out_a_device_token_in_a_header_and_a_strict_cookie() {
     for secure in [false, true] {
         let redis = RedisServer::start();
         let app = spawn_app_with(Some(&redis), |c| c.cookie_secure = secure).await;
-        let name = unique("handed");
-        app.register(&name, PASSWORD).await;
-        let response = attempt(&app, &name, PASSWORD, Device::None).await;
+        let user = unique("handed");
+        app.register(&user, PASSWORD).await;
+        let response = attempt(&app, &user, PASSWORD, Device::None).await;
         assert_eq!(response.status(), StatusCode::OK);
         let token = device_token(&response);
         assert!(token.len() >= 16, "{token:?}");
-        let cookie = set_cookie(&response, COOKIE).expect("a device cookie");
+        // Secure cookies get the __Host- prefix (no Domain, Path=/, HTTPS only).
+        let name = if secure { format!("__Host-{COOKIE}") } else { COOKIE.to_owned() };
+        let cookie = set_cookie(&response, &name).expect("a device cookie");
         let mut parts = cookie.split("; ");
-        assert_eq!(parts.next(), Some(format!("{COOKIE}={token}").as_str()), "{cookie}");
+        assert_eq!(parts.next(), Some(format!("{name}={token}").as_str()), "{cookie}");
         let attributes: BTreeSet<&str> = parts.collect();
         let max_age: u64 = attributes
             .iter()
@@ -117,13 +119,14 @@ async fn a_login_hands_out_a_device_token_in_a_header_and_a_strict_cookie() {
         assert!(!body.to_string().contains(&token), "the device token is not in the body");
 
         // A second client gets a device of its own.
-        assert_ne!(new_device(&app, &name).await, token, "two clients, one device token");
+        assert_ne!(new_device(&app, &user).await, token, "two clients, one device token");
         // A password change hands out one too.
-        let session = token_of(&app.login(&name).await);
+        let session = token_of(&app.login(&user).await);
         let response = app.change_password(&session, PASSWORD, "a brand new passphrase").await;
         assert_eq!(response.status(), StatusCode::OK);
+        // Authenticated by the bearer header, it answers like a bearer login: the header only.
         assert!(!device_token(&response).is_empty());
-        assert!(set_cookie(&response, COOKIE).is_some(), "{:?}", set_cookies(&response));
+        assert!(set_cookie(&response, &name).is_none(), "{:?}", set_cookies(&response));
     }
 }
 

@@ -7,6 +7,7 @@ mod admin_users;
 mod audit;
 mod auth;
 mod bad_input;
+mod browser_rules;
 mod cache;
 mod cluster;
 mod concurrency;

@@ -1,0 +1,93 @@
+//! `/v1/auth/verify`: forward authentication for reverse proxies (nginx `auth_request`,
+//! Traefik ForwardAuth, Envoy `ext_authz`). The proxy asks "is this request's session valid,
+//! and whose is it?" before it forwards to its upstream, and passes our answer headers on.
+//!
+//! It answers any method, since proxies forward the original one, and it validates exactly
+//! like every protected route — the same credential rules (bearer, cookie, `x-session-id`), the
+//! same validation cache, no Redis write on the fast path — but it never changes anything, so
+//! the cross-site check of state-changing requests does not apply: it is the upstream's own
+//! request that the proxy is asking about. A store outage is a 503, so a proxy fails closed.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::request::Parts;
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse as _, Response};
+
+use super::extract::credential_token;
+use super::AppState;
+use crate::error::Error;
+use crate::users::Role;
+
+/// The headers a proxy passes on to its upstream.
+pub const USER: HeaderName = HeaderName::from_static("x-session-user");
+/// The user's id.
+pub const USER_ID: HeaderName = HeaderName::from_static("x-session-user-id");
+/// The user's roles, comma-separated.
+pub const ROLES: HeaderName = HeaderName::from_static("x-session-roles");
+/// The session's public id.
+pub const SESSION_ID: HeaderName = HeaderName::from_static("x-session-id");
+
+/// Headers proxies send about the original request: logged (shortened), never trusted.
+const ORIGINAL: [&str; 3] = ["x-original-uri", "x-forwarded-method", "x-forwarded-uri"];
+
+/// `?role=…`, repeatable: every one is required.
+fn required_roles(parts: &Parts) -> Result<Vec<Role>, Error> {
+    let mut roles = Vec::new();
+    for pair in parts.uri.query().unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("role", value)) => {
+                roles.push(Role::parse(value).map_err(|detail| Error::InvalidField { field: "role".into(), detail })?)
+            }
+            _ => {
+                let name: String = pair.split('=').next().unwrap_or_default().chars().take(64).collect();
+                return Err(Error::InvalidField { field: name, detail: "is not a known query parameter".into() });
+            }
+        }
+    }
+    Ok(roles)
+}
+
+/// Any method on `/v1/auth/verify` → 200 with the identity headers; 401 without a valid
+/// session; 403 when a required role is missing; 503 when the store is unavailable.
+pub async fn verify(State(state): State<Arc<AppState>>, parts: Parts) -> Result<Response, Error> {
+    let required = required_roles(&parts)?;
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        for name in ORIGINAL {
+            if let Some(value) = parts.headers.get(name).and_then(|v| v.to_str().ok()) {
+                // The path only: a query string may carry what is not ours to log.
+                let path: String = value.split('?').next().unwrap_or_default().chars().take(256).collect();
+                tracing::debug!(header = name, value = %path, "forward-auth request for");
+            }
+        }
+    }
+    let token = match credential_token(&parts, &state.cookie) {
+        Some(Ok(token)) => token,
+        Some(Err(error)) => {
+            state.sessions.malformed_credential();
+            return Err(error);
+        }
+        None => return Err(Error::Unauthorized),
+    };
+    let auth = state.sessions.authenticate(&token).await?;
+    if required.iter().any(|role| !auth.has_role(role.as_str())) {
+        return Err(Error::Forbidden);
+    }
+    let session = auth.session();
+    let mut response = StatusCode::OK.into_response();
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (USER, session.username.as_str()),
+        (USER_ID, session.user_id.as_str()),
+        (SESSION_ID, session.session_id.as_str()),
+    ] {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            headers.insert(name, value);
+        }
+    }
+    if let Ok(value) = HeaderValue::from_str(&auth.roles().join(",")) {
+        headers.insert(ROLES, value);
+    }
+    Ok(response)
+}
