@@ -25,6 +25,9 @@
 #   login-flood   scripts/bench-login-flood.sh into BENCH_OUT/login-flood (only with
 #                 LOGIN_FLOOD=1; its DURATION and ROUNDS are FLOOD_DURATION and FLOOD_ROUNDS),
 #                 for the login-flood RSS line of the summary
+#   forward-auth  nginx with the forward-auth site of deploy/nginx/ against the same nginx
+#                 without the check: req/s, p50/p99, CPU per request (only when named in
+#                 SCENARIOS: it needs nginx)
 # Everything listens on free 127.0.0.1 ports and is stopped when its scenario ends. A scenario
 # that fails is reported and the others still run; the exit status is then 1.
 #

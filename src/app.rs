@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::http::{self, AppState, CookieSettings, CsrfPolicy, HttpSettings, RateLimitState};
+use crate::http::{self, AppState, BackendAccess, CookieSettings, CsrfPolicy, HttpSettings, RateLimitState};
 use crate::limits::{Limiters, TrustedProxies};
 use crate::service::{AdminService, LoginGuard, LoginProtection, SessionService, UserService};
 use crate::session::{SessionPolicy, Timestamp};
@@ -27,7 +27,8 @@ use crate::store::redis::{RedisSettings, RedisStore};
 use crate::store::Store;
 use crate::telemetry::http::Observe;
 use crate::telemetry::metrics::Metrics;
-use crate::users::{DeviceTokens, Passwords};
+use crate::tokens::{AccessTokens, TokenSettings};
+use crate::users::{BackendKeys, DeviceTokens, Passwords};
 
 /// How often expired sessions' bookkeeping is trimmed.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(30);
@@ -41,9 +42,18 @@ pub struct Application {
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
     limiters: Limiters,
+    tokens: Arc<AccessTokens>,
+    /// Installed at build, so a `SIGHUP` sent while the instance starts reloads keys rather
+    /// than ending the process.
+    hangup: Option<Hangup>,
     ready: Arc<AtomicBool>,
     config: Config,
 }
+
+#[cfg(unix)]
+type Hangup = tokio::signal::unix::Signal;
+#[cfg(not(unix))]
+type Hangup = ();
 
 impl Application {
     /// Connect the store, build the services and bind both listeners.
@@ -99,6 +109,22 @@ impl Application {
             absolute_timeout: config.absolute_timeout,
             max_sessions_per_user: config.max_sessions_per_user,
         };
+        if config.jwt_keys_dir.is_none() {
+            tracing::warn!(
+                "SESSIOND_JWT_KEYS_DIR is not set: access tokens are signed with a key drawn at start-up; \
+                 they die with the process and other instances cannot verify them through their own JWKS"
+            );
+        }
+        let tokens = Arc::new(
+            AccessTokens::new(TokenSettings {
+                issuer: config.jwt_issuer.clone(),
+                audience: config.jwt_audience.clone(),
+                ttl: config.jwt_ttl,
+                keys_dir: config.jwt_keys_dir.clone(),
+            })
+            .map_err(anyhow::Error::msg)
+            .context("SESSIOND_JWT_KEYS_DIR")?,
+        );
         let ready = Arc::new(AtomicBool::new(true));
         let state = Arc::new(AppState {
             sessions: SessionService::new(store.clone(), policy, metrics.clone(), protection.clone()),
@@ -111,6 +137,12 @@ impl Application {
                 policy,
             ),
             admin: AdminService::new(store.clone(), metrics.clone()),
+            tokens: tokens.clone(),
+            backend: BackendAccess {
+                keys: BackendKeys::new(config.backend_keys.clone()),
+                limiter: Arc::new(crate::limits::KeyedLimiter::new("backend_key", config.rate_limit_backend)),
+                metrics: metrics.clone(),
+            },
             cookie: Arc::new(CookieSettings::new(
                 &config.cookie_name,
                 config.cookie_secure,
@@ -141,7 +173,23 @@ impl Application {
         let admin_listener = TcpListener::bind(config.admin_listen)
             .await
             .with_context(|| format!("cannot listen on {} (SESSIOND_ADMIN_LISTEN)", config.admin_listen))?;
-        Ok(Self { listener, admin_listener, router, admin_router, store, metrics, limiters, ready, config })
+        #[cfg(unix)]
+        let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        #[cfg(not(unix))]
+        let hangup = None;
+        Ok(Self {
+            listener,
+            admin_listener,
+            router,
+            admin_router,
+            store,
+            metrics,
+            limiters,
+            tokens,
+            hangup,
+            ready,
+            config,
+        })
     }
 
     /// The bound public address (the real port when configured with port 0).
@@ -174,7 +222,19 @@ impl Application {
     /// # Errors
     /// When the listeners have no local address.
     pub async fn run_until(self, stop: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Self { listener, admin_listener, router, admin_router, store, metrics, limiters, ready, config } = self;
+        let Self {
+            listener,
+            admin_listener,
+            router,
+            admin_router,
+            store,
+            metrics,
+            limiters,
+            tokens,
+            hangup,
+            ready,
+            config,
+        } = self;
         // Connections that arrive meanwhile wait in the listen backlog: the port is bound, so
         // nobody is refused, and nobody is served a 503 for a store that is a moment away.
         if !store_answers_within(&*store, STORE_WAIT_AT_START).await {
@@ -191,6 +251,7 @@ impl Application {
         );
         let monitor = tokio::spawn(monitor_store(store, metrics, config.active_sessions_refresh));
         let pruner = tokio::spawn(prune_limiters(limiters));
+        let keys = tokio::spawn(reload_keys(tokens, hangup));
         let drain = config.shutdown_drain_delay;
         let (closing, closed) = watch::channel(false);
         tokio::spawn(async move {
@@ -208,6 +269,7 @@ impl Application {
         );
         monitor.abort();
         pruner.abort();
+        keys.abort();
         tracing::info!("sessiond stopped");
         Ok(())
     }
@@ -331,6 +393,33 @@ async fn prune_limiters(limiters: Limiters) {
         let limiters = limiters.clone();
         // Pruning walks whole maps: keep it off the async workers.
         let _ = tokio::task::spawn_blocking(move || limiters.prune()).await;
+    }
+}
+
+/// Read the access-token key directory again every [`crate::tokens::RELOAD_INTERVAL`] and on
+/// `SIGHUP`, so a rotation needs no restart.
+#[cfg_attr(not(unix), allow(unused_mut, unused_variables))]
+async fn reload_keys(tokens: Arc<AccessTokens>, mut hangup: Option<Hangup>) {
+    let mut tick = tokio::time::interval(crate::tokens::RELOAD_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        #[cfg(unix)]
+        {
+            let hung_up = async {
+                match hangup.as_mut() {
+                    Some(signal) => drop(signal.recv().await),
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = hung_up => tracing::info!("SIGHUP received: reloading access-token keys"),
+            }
+        }
+        #[cfg(not(unix))]
+        tick.tick().await;
+        let tokens = tokens.clone();
+        let _ = tokio::task::spawn_blocking(move || tokens.reload()).await;
     }
 }
 

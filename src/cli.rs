@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::bail;
 
 use crate::app::build_store;
-use crate::config::{AdminCommand, Config};
+use crate::config::{AdminCommand, ApiKeyCommand, Config};
 use crate::error::Error;
 use crate::service::AdminService;
 use crate::telemetry::audit::Actor;
@@ -18,6 +18,20 @@ use crate::telemetry::metrics::Metrics;
 /// # Errors
 /// When the arguments are invalid, the store is unreachable, or the user does not exist.
 pub async fn run_admin(config: &Config, command: AdminCommand) -> anyhow::Result<()> {
+    match &command {
+        AdminCommand::JwtKeygen { dir } => {
+            let path = crate::tokens::generate_into(dir).map_err(anyhow::Error::msg)?;
+            println!("wrote {}", path.display());
+            return Ok(());
+        }
+        AdminCommand::ApiKey(ApiKeyCommand::New { name }) => {
+            let new = crate::users::BackendKeys::generate(name).map_err(anyhow::Error::msg)?;
+            println!("{}", new.key);
+            println!("{}", new.entry);
+            return Ok(());
+        }
+        _ => {}
+    }
     if config.redis_url.is_none() {
         bail!("admin commands change the shared store: set SESSIOND_REDIS_URL");
     }
@@ -49,6 +63,7 @@ fn username_of(command: &AdminCommand) -> &str {
         | AdminCommand::RevokeRole { username, .. }
         | AdminCommand::Disable { username }
         | AdminCommand::Enable { username } => username,
+        AdminCommand::JwtKeygen { .. } | AdminCommand::ApiKey(_) => "",
     }
 }
 
@@ -71,5 +86,6 @@ async fn run_once(admin: &AdminService, command: &AdminCommand) -> Result<String
             admin.set_disabled(Actor::CLI, username, false).await?;
             format!("enabled {username}")
         }
+        AdminCommand::JwtKeygen { .. } | AdminCommand::ApiKey(_) => String::new(),
     })
 }

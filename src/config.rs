@@ -214,6 +214,34 @@ pub struct Config {
     #[arg(long, env = "SESSIOND_DEVICE_TOKEN_TTL", default_value = "30d", value_parser = parse_duration)]
     pub device_token_ttl: Duration,
 
+    /// Directory of Ed25519 PKCS#8 PEM keys that sign access tokens (the newest by file name
+    /// signs; all are published at `/.well-known/jwks.json`; read again every 10 s and on
+    /// SIGHUP). Unset: a key drawn at start-up, so tokens die with the process.
+    #[arg(long, env = "SESSIOND_JWT_KEYS_DIR")]
+    pub jwt_keys_dir: Option<std::path::PathBuf>,
+
+    /// `iss` of access tokens.
+    #[arg(long, env = "SESSIOND_JWT_ISSUER", default_value = "sessiond")]
+    pub jwt_issuer: String,
+
+    /// `aud` of access tokens.
+    #[arg(long, env = "SESSIOND_JWT_AUDIENCE", default_value = "sessiond")]
+    pub jwt_audience: String,
+
+    /// Lifetime of an access token (never beyond its session's own deadline). A token outlives
+    /// a logout until it expires: keep this short.
+    #[arg(long, env = "SESSIOND_JWT_TTL", default_value = "300s", value_parser = parse_duration)]
+    pub jwt_ttl: Duration,
+
+    /// API keys of trusted backends (introspection), as `name:sha256hex` entries separated by
+    /// commas: only hashes, never the keys (`sessiond admin api-key new NAME` draws one).
+    #[arg(long, env = "SESSIOND_BACKEND_KEYS", value_delimiter = ',')]
+    pub backend_keys: Vec<crate::users::BackendKey>,
+
+    /// Requests per backend API key (`0` disables).
+    #[arg(long, env = "SESSIOND_RATE_LIMIT_BACKEND", default_value = "1000/s burst 2000")]
+    pub rate_limit_backend: QuotaSpec,
+
     /// File the audit trail (JSON, one event per line) is appended to; unset: standard error.
     #[arg(long, env = "SESSIOND_AUDIT_LOG")]
     pub audit_log: Option<std::path::PathBuf>,
@@ -250,6 +278,8 @@ pub enum Command {
     /// Administer users in the configured store.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Print the OpenAPI 3.1 document of the API (as served at `/openapi.json`).
+    Openapi,
 }
 
 /// `sessiond admin …`
@@ -263,6 +293,19 @@ pub enum AdminCommand {
     Disable { username: String },
     /// Enable a disabled user again.
     Enable { username: String },
+    /// Write a new access-token signing key into DIR (it signs from the next reload on).
+    JwtKeygen { dir: std::path::PathBuf },
+    /// Backend API keys.
+    #[command(subcommand)]
+    ApiKey(ApiKeyCommand),
+}
+
+/// `sessiond admin api-key …`
+#[derive(Clone, Debug, Subcommand)]
+pub enum ApiKeyCommand {
+    /// Draw a key: prints the key (once) on the first line and, on the second, the entry to
+    /// add to SESSIOND_BACKEND_KEYS.
+    New { name: String },
 }
 
 /// A configuration that cannot be used: print it and leave with this exit code.

@@ -22,6 +22,9 @@ pub enum Error {
     /// No credential, or one that is invalid, expired or revoked (deliberately indistinguishable).
     #[error("unauthenticated")]
     Unauthorized,
+    /// A backend route without a valid API key.
+    #[error("backend unauthenticated")]
+    BackendUnauthorized,
     /// Username or password wrong (deliberately indistinguishable).
     #[error("invalid credentials")]
     InvalidCredentials,
@@ -82,12 +85,20 @@ impl From<crate::users::HashError> for Error {
 }
 
 /// RFC 9457 problem details.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Problem {
+    /// `urn:sessiond:problem:<slug>`.
     #[serde(rename = "type")]
+    #[schema(example = "urn:sessiond:problem:unauthenticated", format = "uri")]
     pub kind: String,
+    #[schema(value_type = String, example = "Unauthenticated")]
     pub title: &'static str,
+    /// The HTTP status, again.
+    #[schema(example = 401, minimum = 100, maximum = 599)]
     pub status: u16,
+    #[schema(
+        example = "A valid session is required: send it as `Authorization: Bearer <token>` or the session cookie."
+    )]
     pub detail: String,
 }
 
@@ -98,7 +109,7 @@ impl Error {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::InvalidField { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::Unauthorized | Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized | Self::InvalidCredentials | Self::BackendUnauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden | Self::ReauthenticationFailed | Self::CrossSiteRequest => StatusCode::FORBIDDEN,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
@@ -125,6 +136,11 @@ impl Error {
                 "Unauthenticated",
                 "A valid session is required: send it as `Authorization: Bearer <token>` or the session cookie."
                     .to_owned(),
+            ),
+            Self::BackendUnauthorized => (
+                "backend-unauthenticated",
+                "Unauthenticated",
+                "A backend API key is required: send it as `Authorization: ApiKey <key>` or `X-Api-Key`.".to_owned(),
             ),
             Self::InvalidCredentials => {
                 ("invalid-credentials", "Invalid credentials", "The username or password is incorrect.".to_owned())
@@ -199,7 +215,9 @@ impl IntoResponse for Error {
         let mut response = (status, body).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
-        if status == StatusCode::UNAUTHORIZED {
+        if matches!(self, Self::BackendUnauthorized) {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("ApiKey"));
+        } else if status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         // The request body may be unread: tell keep-alive clients this connection ends here,

@@ -35,6 +35,7 @@
 //! | [`store`] | the storage contract, its key schema, the Redis (fred) and in-memory backends, and the validation cache kept coherent by Redis client tracking |
 //! | [`session`] | the rules: token and id types, timeouts, sliding expiry, caps |
 //! | [`users`] | usernames, roles, password hashing (argon2id on a bounded pool), device tokens |
+//! | [`tokens`] | short-lived signed access tokens (JWS, EdDSA) derived from a session, and their published key set |
 //! | [`telemetry`] | the metric catalog, the HTTP observation layer, tracing and OTLP, the audit trail |
 //! | [`cli`] | operator subcommands (`sessiond admin …`) sharing the server's configuration |
 //!
@@ -52,6 +53,7 @@ pub mod service;
 pub mod session;
 pub mod store;
 pub mod telemetry;
+pub mod tokens;
 pub mod users;
 
 pub use app::Application;

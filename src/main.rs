@@ -35,6 +35,10 @@ fn main() -> ExitCode {
     let outcome = runtime.block_on(async move {
         match config.command.clone() {
             Some(Command::Admin(admin)) => cli::run_admin(&config, admin).await,
+            Some(Command::Openapi) => {
+                print!("{}", sessiond::http::openapi::document());
+                Ok(())
+            }
             None => Application::build(config).await?.run_until_stopped().await,
         }
     });

@@ -771,6 +771,58 @@ def section_cold_start(run):
     return md
 
 
+def section_forward_auth(run):
+    """nginx with the forward-auth site against the same nginx proxying without a check."""
+    raw, md = run.raw, Md()
+    rounds = []
+    for f in raw.files(r"forward-auth-auth-\d+\.json"):
+        r = f[len("forward-auth-auth-"):-len(".json")]
+        plain, auth = raw.load(f"forward-auth-plain-{r}.json"), raw.load(f)
+        if not plain or not auth:
+            continue
+        lp, la = plain["latency_ms"], auth["latency_ms"]
+        calls = {k: c for k, (c, _) in stats_delta(raw.text(f"commandstats-before-forward-auth-{r}.txt"),
+                                                    raw.text(f"commandstats-after-forward-auth-{r}.txt")).items()
+                 if k not in BACKGROUND}
+        names = ("sessiond", "redis", "nginx")
+        rounds.append({"round": int(r), "plain": plain, "auth": auth, "ratio_rps": auth["rps"] / plain["rps"],
+                       "p50_added_ms": la["p50"] - lp["p50"], "p99_added_ms": la["p99"] - lp["p99"],
+                       "redis_calls_per_check": sum(calls.values()) / auth["requests"] if auth["requests"] else None,
+                       "cpu_plain": run.cpu(f"forward-auth-plain-{r}", plain["requests"], names),
+                       "cpu_auth": run.cpu(f"forward-auth-auth-{r}", auth["requests"], names)})
+    rounds.sort(key=lambda x: x["round"])
+    if not rounds:
+        run.summary["forward_auth"] = None
+        return md
+    result = {"rounds": rounds, "nginx": raw.text("nginx-version.txt").strip(),
+              "median": {k: median(x[k] for x in rounds) for k in ("ratio_rps", "p50_added_ms", "p99_added_ms")}}
+    run.summary["forward_auth"] = result
+    md.add("### Forward auth through nginx (wrk, GET /reports with a bearer token; upstream: nginx `return 200`)\n")
+    md.head("round", "path", "req/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "non-2xx")
+    for x in rounds:
+        for label, d in (("nginx, no check", x["plain"]), ("nginx + sessiond check", x["auth"])):
+            l, st = d["latency_ms"], d.get("statuses") or {}
+            md.row(x["round"], label, f"{d['rps']:.0f}", f2(l["p50"]), f2(l["p90"]), f2(l["p99"]), f2(l["p99_9"]),
+                   f2(l["max"]), d["requests"] - st.get("2xx", 0) + sum(d["errors"].values()))
+    md.add("")
+    md.head("round", "with / without check (req/s)", "p50 added ms", "p99 added ms", "Redis commands per check")
+    for x in rounds:
+        rc = x["redis_calls_per_check"]
+        md.row(x["round"], f"**{x['ratio_rps']:.2f}×**", f2(x["p50_added_ms"]), f2(x["p99_added_ms"]),
+               f"{rc:.4f}" if rc is not None else "-")
+    if all(x["cpu_plain"] and x["cpu_auth"] for x in rounds):
+        md.add("\nCPU time per request (from /proc/<pid>/stat and /proc/stat; nginx is its master and workers; "
+               "\"rest\" is every other process on the machine, wrk included):\n")
+        md.head("round", "path", "nginx µs", "sessiond µs", "redis-server µs", "rest µs", "machine busy")
+        for x in rounds:
+            for label, c in (("no check", x["cpu_plain"]), ("check", x["cpu_auth"])):
+                u = c["us_per_request"]
+                md.row(x["round"], label, f"{u['nginx']:.1f}", f"{u['sessiond']:.1f}", f"{u['redis']:.1f}",
+                       f"{u['rest']:.1f}", f"{100 * c['machine_busy_fraction']:.0f} %")
+    md.add(f"\n{result['nginx']}\n")
+    return md
+
+
 def section_loadavg(run):
     md = Md()
     run.summary["loadavg"] = [l.split(maxsplit=1) for l in run.raw.text("loadavg.txt").splitlines()]
@@ -812,6 +864,12 @@ def targets(run):
     if rs:
         peak = max(x["max"] for x in rs.values())
         target("sessiond RSS under load", "<= 64 MiB", f"{peak:.0f} MiB (max over the run)", peak <= 64)
+    fa = (s.get("forward_auth") or {}).get("median")
+    if fa:
+        target("forward auth through nginx vs nginx alone (throughput)", ">= 0.6x", f"{fa['ratio_rps']:.2f}x",
+               fa["ratio_rps"] >= 0.6)
+        target("forward auth: p99 added by the check", "<= 1 ms", f"{fa['p99_added_ms']:.2f} ms",
+               fa["p99_added_ms"] <= 1)
     for variant, label in (("browser-user-agent", "with a browser User-Agent"), ("no-user-agent", "without User-Agent")):
         rmv = (s.get("redis_memory") or {}).get(variant)
         if rmv and rmv["bytes_per_session"] is not None:
@@ -839,11 +897,12 @@ SECTIONS = [
     ("redis-memory", section_redis_memory),
     ("miss-path", section_miss_path),
     ("cold-start", section_cold_start),
+    ("forward-auth", section_forward_auth),
     ("loadavg", section_loadavg),
 ]
 # The summary keys of the old single script first, in their old order, then the new ones.
 KEY_ORDER = ["machine", "validation", "redis_per_validation", "redis_per_endpoint", "scale", "k6_load", "k6_stress",
-             "login", "rss_mib", "redis_memory", "redis_listpack_config", "miss_path", "cold_start", "loadavg", "targets"]
+             "login", "rss_mib", "redis_memory", "redis_listpack_config", "miss_path", "cold_start", "forward_auth", "loadavg", "targets"]
 
 
 def main():

@@ -12,31 +12,41 @@ use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::extract::{AppJson, AuthSession, CredentialSource, PresentedToken, Source};
 use super::AppState;
-use crate::error::Error;
+use crate::error::{Error, Problem};
 use crate::service::{ClientMeta, Issued};
 use crate::session::{SessionId, Timestamp};
 use crate::users::Password;
 
 /// Body of register.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Credentials {
+    /// 3–64 characters of `A-Z a-z 0-9 . _ @ -`, unique case-insensitively.
+    #[schema(example = "alice", min_length = 3, max_length = 64, pattern = "^[A-Za-z0-9._@-]{3,64}$")]
     username: String,
+    /// At least 8 characters (`SESSIOND_PASSWORD_MIN_LENGTH`), at most 1024 bytes of UTF-8
+    /// (`maxLength` counts characters: it is the whole rule for ASCII, and a longer encoding
+    /// is refused with 422).
+    #[schema(example = "correct horse battery", min_length = 8, max_length = 1024)]
     password: String,
 }
 
 /// Body of login.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Login {
+    #[schema(example = "alice")]
     username: String,
+    #[schema(example = "correct horse battery")]
     password: String,
     /// Read as text and checked by [`Transport::parse`]: serde's own enum reading calls a
     /// number there malformed JSON and takes `{"cookie": null}` for `"cookie"`.
     #[serde(default)]
+    #[schema(schema_with = super::openapi::transport_schema)]
     transport: Option<String>,
 }
 
@@ -80,22 +90,38 @@ impl From<CredentialSource> for Transport {
     }
 }
 
-#[derive(Serialize)]
-struct Registered {
+#[derive(Serialize, ToSchema)]
+pub struct Registered {
+    #[schema(example = "0b9c3a52-4c3e-4d57-9f3e-2a6f1f0c5d11")]
     user_id: String,
+    #[schema(example = "alice")]
     username: String,
 }
 
-#[derive(Serialize)]
-struct SessionIssued<'a> {
+#[derive(Serialize, ToSchema)]
+pub struct SessionIssued<'a> {
+    /// The bearer token (absent with `"transport": "cookie"`). Shown once.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "T4W0s6EIET4uPe4U-pZ-2hnG9KJU-8YHwbmTQxHVNSs", pattern = "^[A-Za-z0-9_-]{43}$")]
     token: Option<&'a str>,
+    /// The session's public id (never authenticates).
+    #[schema(value_type = String, example = "zWdMbLqwo2Jr9oL65C6iVw", pattern = "^[A-Za-z0-9_-]{21}[AQgw]$")]
     session_id: &'a SessionId,
+    #[schema(value_type = String, format = DateTime)]
     expires_at: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
     idle_expires_at: Timestamp,
 }
 
 /// `POST /v1/auth/register` → 201.
+#[utoipa::path(post, path = "/v1/auth/register", tag = "auth", operation_id = "register",
+    summary = "Register an account",
+    description = "Creates an account with the `user` role. The password is hashed (argon2id) whether or not the name is free, so a taken name does not answer sooner. No session is issued: log in next.",
+    request_body(content = Credentials, example = json!({"username": "alice", "password": "correct horse battery"})),
+    responses(
+        (status = 201, description = "The account exists; log in next", body = Registered),
+        (status = 409, description = "The username is taken (case-insensitively)", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn register(
     State(state): State<Arc<AppState>>,
     meta: ClientMeta,
@@ -106,6 +132,16 @@ pub async fn register(
 }
 
 /// `POST /v1/auth/login` → 200 with a brand-new session, in the transport asked for.
+#[utoipa::path(post, path = "/v1/auth/login", tag = "auth", operation_id = "login",
+    summary = "Log in",
+    description = "Issues a brand-new session. A live session presented with the request (by any transport) is ended first, so a login can never adopt a session someone planted. A device token comes with it: a later login of the same user that presents it draws on a failed-login allowance of its own, which guessing from elsewhere cannot exhaust.",
+    request_body(content = Login, example = json!({"username": "alice", "password": "correct horse battery", "transport": "bearer"})),
+    responses(
+        (status = 200, description = "A brand-new session: the token in the body and/or the session cookie, as `transport` says, and a device token (cookie `sessiond_device`, header `sessiond-device-token`)", body = SessionIssued,
+            headers(("set-cookie" = String, description = "The session cookie and the device-token cookie (not with transport bearer)"),
+                    ("sessiond-device-token" = String, description = "The device token (not with transport cookie)"))),
+        (status = 401, description = "Wrong username or password, or a disabled account (one answer for all)", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn login(
     State(state): State<Arc<AppState>>,
     PresentedToken(previous): PresentedToken,
@@ -119,6 +155,14 @@ pub async fn login(
 
 /// `POST /v1/auth/refresh` → 200: a new token for the same session, in the transport the old
 /// one came in.
+#[utoipa::path(post, path = "/v1/auth/refresh", tag = "auth", operation_id = "refresh",
+    summary = "Rotate the session token",
+    description = "The same session on a new token, answered in the transport the old token came in (the cookie for the cookie, the body for a header). The old token is refused from now on.",
+    security(("bearer" = []), ("cookie" = []), ("session_header" = [])),
+    responses(
+        (status = 200, description = "The same session on a new token; the old one is refused from now on", body = SessionIssued),
+        (status = 403, description = "A cookie-authenticated request another site started", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn refresh(
     State(state): State<Arc<AppState>>,
     meta: ClientMeta,
@@ -130,6 +174,14 @@ pub async fn refresh(
 }
 
 /// `POST /v1/auth/logout` → 204 and a cleared cookie; 401 when the session had already ended.
+#[utoipa::path(post, path = "/v1/auth/logout", tag = "auth", operation_id = "logout",
+    summary = "Log out",
+    description = "Ends the calling session and clears the session cookie (`Clear-Site-Data: \"cache\"` too). An already ended session is a 401.",
+    security(("bearer" = []), ("cookie" = []), ("session_header" = [])),
+    responses(
+        (status = 204, description = "The session is ended and the cookie cleared"),
+        (status = 403, description = "A cookie-authenticated request another site started", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn logout(
     State(state): State<Arc<AppState>>,
     meta: ClientMeta,

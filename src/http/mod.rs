@@ -25,11 +25,14 @@ mod cookie;
 mod csrf;
 mod extract;
 mod health;
+mod introspect;
+pub mod openapi;
 mod rate_limit;
 mod security_headers;
 mod serve;
 mod sessions;
 mod timeout;
+mod tokens;
 mod verify;
 mod web;
 
@@ -74,8 +77,32 @@ pub struct AppState {
     pub cookie: Arc<CookieSettings>,
     /// Who may send cookie-authenticated state-changing requests.
     pub csrf: CsrfPolicy,
+    /// Signs access tokens and publishes their keys.
+    pub tokens: Arc<crate::tokens::AccessTokens>,
+    /// Who may call the backend routes (introspection), and how often.
+    pub backend: BackendAccess,
     /// Cleared on shutdown so `/readyz` turns 503 before the listener closes.
     pub ready: Arc<AtomicBool>,
+}
+
+/// The trusted backends' API keys and their rate limit.
+#[derive(Clone, Debug)]
+pub struct BackendAccess {
+    /// The configured keys (hashes).
+    pub keys: crate::users::BackendKeys,
+    /// Requests per key.
+    pub limiter: Arc<crate::limits::KeyedLimiter>,
+    /// Where refused keys are counted.
+    pub metrics: Arc<Metrics>,
+}
+
+/// The per-key limiter's key: a digest of the key's name.
+fn backend_limit_key(name: &str) -> u128 {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::new().chain_update(b"sessiond/backend/").chain_update(name.as_bytes()).finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    u128::from_be_bytes(bytes)
 }
 
 /// Options of the HTTP layer itself.
@@ -112,6 +139,9 @@ pub fn router(state: Arc<AppState>, settings: &HttpSettings) -> Router {
         .route("/v1/auth/logout", post(auth::logout))
         .route("/v1/auth/refresh", post(auth::refresh))
         .route("/v1/auth/verify", any(verify::verify))
+        .route("/v1/auth/token", post(tokens::mint))
+        .route("/v1/introspect", post(introspect::introspect))
+        .route("/.well-known/jwks.json", get(tokens::jwks))
         .route("/v1/profile", get(sessions::profile))
         .route("/v1/sessions", get(sessions::list).delete(sessions::revoke_all))
         .route("/v1/sessions/{session_id}", delete(sessions::revoke))
@@ -124,6 +154,7 @@ pub fn router(state: Arc<AppState>, settings: &HttpSettings) -> Router {
         .route("/v1/admin/users/{username}/sessions", delete(admin::revoke_user_sessions))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/openapi.json", get(openapi_json))
         .merge(web::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -170,6 +201,11 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
             .expose_headers([HeaderName::from_static(cookie::DEVICE_HEADER)])
             .max_age(Duration::from_secs(600)),
     )
+}
+
+/// `GET /openapi.json`: the API contract (see [`openapi`]).
+async fn openapi_json() -> Response {
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], openapi::document()).into_response()
 }
 
 async fn not_found() -> Error {

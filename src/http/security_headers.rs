@@ -22,7 +22,8 @@ const NO_REFERRER: HeaderValue = HeaderValue::from_static("no-referrer");
 /// A year: browsers then never try plain HTTP for this host again.
 const HSTS: HeaderValue = HeaderValue::from_static("max-age=31536000");
 
-/// Sets the security headers on every response, overriding what a handler set.
+/// Sets the security headers on every response, overriding what a handler set (but for a
+/// `Cache-Control` a handler chose).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SecurityHeadersLayer {
     /// Send `Strict-Transport-Security` (the service is reached over HTTPS).
@@ -80,7 +81,8 @@ where
         let this = self.project();
         let mut response = ready!(this.inner.poll(cx))?;
         let headers = response.headers_mut();
-        headers.insert(header::CACHE_CONTROL, NO_STORE);
+        // A response that is not about anyone (the public key set) may say how long it keeps.
+        headers.entry(header::CACHE_CONTROL).or_insert(NO_STORE);
         headers.insert(header::X_CONTENT_TYPE_OPTIONS, NOSNIFF);
         headers.insert(header::REFERRER_POLICY, NO_REFERRER);
         if *this.hsts {

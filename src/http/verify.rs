@@ -51,6 +51,18 @@ fn required_roles(parts: &Parts) -> Result<Vec<Role>, Error> {
 
 /// Any method on `/v1/auth/verify` → 200 with the identity headers; 401 without a valid
 /// session; 403 when a required role is missing; 503 when the store is unavailable.
+#[utoipa::path(get, path = "/v1/auth/verify", tag = "auth", operation_id = "verify",
+    summary = "Verify a session (forward authentication)",
+    description = "For a reverse proxy's `auth_request`/`forwardAuth`: 200 with the identity in headers when the request carries a valid session (and every `role` asked for), 401 or 403 otherwise. Any method is answered alike. The cookie is not subject to the cross-site check here: the proxy decides what the verdict guards.",
+    params(("role" = Option<Vec<String>>, Query, description = "A role the session must have; repeat for several (all are required). Any other query parameter is a 422.", explode = true)),
+    security(("bearer" = []), ("cookie" = []), ("session_header" = [])),
+    responses(
+        (status = 200, description = "A valid session; the identity is in the headers (empty body)",
+            headers(("x-session-user" = String, description = "The username"), ("x-session-user-id" = String, description = "The user's id"),
+                    ("x-session-roles" = String, description = "The roles, comma-separated"), ("x-session-id" = String, description = "The session's public id"))),
+        (status = 403, description = "A required role is missing", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A `role` is not a valid role name, or another query parameter was given", body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn verify(State(state): State<Arc<AppState>>, parts: Parts) -> Result<Response, Error> {
     let required = required_roles(&parts)?;
     if tracing::enabled!(tracing::Level::DEBUG) {

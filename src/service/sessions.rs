@@ -352,6 +352,21 @@ impl SessionService {
         Ok(revoked)
     }
 
+    /// The current roles of `username`'s user when its session `session_id` is live (the check
+    /// an access token's introspection needs: the token names the session, not its secret).
+    ///
+    /// # Errors
+    /// 503 when the store is unavailable.
+    pub async fn live_session_roles(&self, username: &str, session_id: &str) -> Result<Option<Vec<String>>, Error> {
+        let (Ok(name), Some(id)) = (Username::parse(username), SessionId::parse(session_id)) else { return Ok(None) };
+        let key = name.key();
+        let live = self.store.list_sessions(&key, Timestamp::now()).await?;
+        if !live.iter().any(|session| session.session_id == id) {
+            return Ok(None);
+        }
+        Ok(self.store.find_user(&key).await?.filter(|user| !user.disabled).map(|user| user.roles))
+    }
+
     /// Whether the store answers (for `/readyz`).
     ///
     /// # Errors

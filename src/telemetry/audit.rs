@@ -141,6 +141,11 @@ pub fn admin(event: &'static str, actor: Actor<'_>, target_user: &str, role: Opt
     );
 }
 
+/// `backend.auth_failure`: a backend route called without a valid API key.
+pub fn backend_refused(client_ip: Option<IpAddr>, path: &str) {
+    tracing::info!(target: TARGET, event = "backend.auth_failure", path, client_ip = ip(client_ip));
+}
+
 /// `access.denied`: a signed-in user called a route that needs `required_role`.
 pub fn access_denied(actor: Actor<'_>, required_role: &str) {
     tracing::info!(

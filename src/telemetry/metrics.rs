@@ -32,6 +32,7 @@ pub mod names {
     pub const PASSWORD_HASH_FLOOD_RESTS_TOTAL: &str = "sessiond_password_hash_flood_rests_total";
     pub const RATE_LIMITED_TOTAL: &str = "sessiond_rate_limited_total";
     pub const CSRF_REJECTIONS_TOTAL: &str = "sessiond_csrf_rejections_total";
+    pub const BACKEND_AUTH_FAILURES_TOTAL: &str = "sessiond_backend_auth_failures_total";
     pub const BUILD_INFO: &str = "sessiond_build_info";
     pub const VALIDATION_CACHE_LOOKUPS_TOTAL: &str = "sessiond_validation_cache_lookups_total";
 }
@@ -349,6 +350,11 @@ impl Metrics {
         self.with_counter(CSRF_REJECTIONS_TOTAL, "reason", reason, |c| c.increment(1));
     }
 
+    /// A backend route was called without a valid API key.
+    pub fn backend_auth_failure(&self) {
+        self.counter(BACKEND_AUTH_FAILURES_TOTAL, Vec::new()).increment(1);
+    }
+
     /// A request was refused by `limiter`.
     pub fn rate_limited(&self, limiter: &'static str) {
         self.with_counter(RATE_LIMITED_TOTAL, "limiter", limiter, |c| c.increment(1));
@@ -370,7 +376,7 @@ fn with_cached<T>(
 }
 
 fn describe(recorder: &PrometheusRecorder) {
-    let counters: [(&str, &str); 11] = [
+    let counters: [(&str, &str); 12] = [
         (HTTP_REQUESTS_TOTAL, "HTTP requests served, by method, route template and status."),
         (LOGINS_TOTAL, "Login attempts by outcome."),
         (REGISTRATIONS_TOTAL, "Registration attempts by outcome."),
@@ -380,6 +386,7 @@ fn describe(recorder: &PrometheusRecorder) {
         (REDIS_ERRORS_TOTAL, "Failed store calls on Redis, by operation and error kind."),
         (RATE_LIMITED_TOTAL, "Requests refused by a rate limiter, by limiter."),
         (CSRF_REJECTIONS_TOTAL, "Cookie-authenticated state-changing requests refused as cross-site, by reason."),
+        (BACKEND_AUTH_FAILURES_TOTAL, "Backend-route requests refused for a missing or unknown API key."),
         (
             PASSWORD_HASH_FLOOD_RESTS_TOTAL,
             "Hashes after which a hashing thread rested because a password-guessing flood was detected.",

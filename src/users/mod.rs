@@ -6,11 +6,13 @@
 //! logged in as a user before can prove it with a [`DeviceToken`], which keeps it an allowance of
 //! its own against a targeted lockout.
 
+mod backend_keys;
 mod password;
 mod role;
 mod trusted_device;
 mod username;
 
+pub use backend_keys::{BackendKey, BackendKeys, NewKey};
 pub use password::{HashError, Password, Passwords};
 pub use role::Role;
 pub use trusted_device::{DeviceId, DeviceToken, DeviceTokens};

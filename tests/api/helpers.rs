@@ -653,6 +653,11 @@ impl ServerProcess {
         std::fs::read_to_string(self.stderr.path()).expect("read stderr")
     }
 
+    /// The process id (to send it a signal).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     /// Wait until `/readyz` answers 200; fails if the process exits first.
     pub async fn wait_ready(&mut self, client: &reqwest::Client) {
         let deadline = Instant::now() + Duration::from_secs(10);

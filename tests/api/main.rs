@@ -2,6 +2,7 @@
 
 mod helpers;
 
+mod access_tokens;
 mod account;
 mod admin_users;
 mod audit;
@@ -14,8 +15,10 @@ mod concurrency;
 mod device_lockout;
 mod expiry;
 mod flush;
+mod forward_auth;
 mod lifecycle;
 mod metrics;
+mod openapi;
 mod outage;
 mod protection;
 mod sentinel;
