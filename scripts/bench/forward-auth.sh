@@ -16,13 +16,16 @@
 # both. A WARMUP-second wrk run at each, then ROUNDS rounds of the same wrk load (CONNECTIONS
 # connections, WRK_THREADS threads, DURATION seconds, loadtest/wrk/get.lua: GET /reports with
 # the bearer token, answers counted by status) at the plain proxy, then at the site. wrk,
-# nginx, sessiond and Redis share the machine's CPUs.
+# nginx, sessiond and Redis share the machine's CPUs, so at CONNECTIONS connections the
+# latency is mostly queueing (connections / throughput): a last pair of runs over one
+# connection (LOW_DURATION seconds, one wrk thread) gives the latency of the check itself.
 #
 # Knobs: DURATION (25), ROUNDS (1), CONNECTIONS (64), WRK_THREADS (2), WARMUP (3),
-# NGINX_WORKERS (auto), NGINX_BIN (nginx, else /usr/sbin/nginx), and those of
-# scripts/bench/lib.sh (SKIP_BUILD, BENCH_OUT, CARGO_TARGET_DIR, SESSIOND_BIN).
+# LOW_DURATION (10; 0: no one-connection runs), NGINX_WORKERS (auto), NGINX_BIN (nginx, else
+# /usr/sbin/nginx), and those of scripts/bench/lib.sh (SKIP_BUILD, BENCH_OUT,
+# CARGO_TARGET_DIR, SESSIOND_BIN).
 #
-# Output (BENCH_OUT): forward-auth-{plain,auth}-<round>.{json,txt},
+# Output (BENCH_OUT): forward-auth-{plain,auth}-<round>.{json,txt}, forward-auth-{plain,auth}-c1.{json,txt},
 # cpu-{before,after}-forward-auth-{plain,auth}-<round>.txt (sessiond, redis-server, nginx's
 # master and workers, the machine), commandstats-{before,after}-forward-auth-<round>.txt,
 # nginx/ (configuration and error log), nginx-version.txt; summary key forward_auth.
@@ -35,7 +38,7 @@ set -Eeuo pipefail
 . "$(dirname "$0")/lib.sh"
 defaults DURATION=25 # before bench_init, whose default is 15
 bench_init forward-auth wrk
-defaults ROUNDS=1 NGINX_WORKERS=auto
+defaults ROUNDS=1 LOW_DURATION=10 NGINX_WORKERS=auto
 if [ -z "${NGINX_BIN:-}" ]; then
   NGINX_BIN=$(command -v nginx || true)
   [ -n "$NGINX_BIN" ] || [ ! -x /usr/sbin/nginx ] || NGINX_BIN=/usr/sbin/nginx
@@ -173,5 +176,15 @@ for r in $(seq 1 "$ROUNDS"); do
     all_2xx "$name"
   done
 done
+
+if [ "$LOW_DURATION" != 0 ]; then
+  for kind in plain auth; do
+    name=forward-auth-$kind-c1
+    if [ "$kind" = plain ]; then url=$PLAIN; else url=$SITE; fi
+    phase "$name"
+    run_wrk "$name" 1 "$LOW_DURATION" "$url" loadtest/wrk/get.lua TOKEN="$TOKEN" WRK_PATH=/reports
+    all_2xx "$name"
+  done
+fi
 
 finish_scenario

@@ -795,7 +795,13 @@ def section_forward_auth(run):
         run.summary["forward_auth"] = None
         return md
     result = {"rounds": rounds, "nginx": raw.text("nginx-version.txt").strip(),
-              "median": {k: median(x[k] for x in rounds) for k in ("ratio_rps", "p50_added_ms", "p99_added_ms")}}
+              "median": {k: median(x[k] for x in rounds) for k in ("ratio_rps", "p50_added_ms", "p99_added_ms")},
+              "one_connection": None}
+    low = {k: raw.load(f"forward-auth-{k}-c1.json") for k in ("plain", "auth")}
+    if low["plain"] and low["auth"]:
+        lp, la = low["plain"]["latency_ms"], low["auth"]["latency_ms"]
+        result["one_connection"] = {"plain": low["plain"], "auth": low["auth"],
+                                    "added_ms": {k: la[k] - lp[k] for k in ("p50", "p90", "p99", "p99_9")}}
     run.summary["forward_auth"] = result
     md.add("### Forward auth through nginx (wrk, GET /reports with a bearer token; upstream: nginx `return 200`)\n")
     md.head("round", "path", "req/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "non-2xx")
@@ -819,6 +825,15 @@ def section_forward_auth(run):
                 u = c["us_per_request"]
                 md.row(x["round"], label, f"{u['nginx']:.1f}", f"{u['sessiond']:.1f}", f"{u['redis']:.1f}",
                        f"{u['rest']:.1f}", f"{100 * c['machine_busy_fraction']:.0f} %")
+    one = result["one_connection"]
+    if one:
+        md.add("\nOver one connection (no queueing: the latency of the path itself):\n")
+        md.head("path", "req/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms")
+        for label, d in (("nginx, no check", one["plain"]), ("nginx + sessiond check", one["auth"])):
+            l = d["latency_ms"]
+            md.row(label, f"{d['rps']:.0f}", f2(l["p50"]), f2(l["p90"]), f2(l["p99"]), f2(l["p99_9"]), f2(l["max"]))
+        a = one["added_ms"]
+        md.row("added by the check", "", f2(a["p50"]), f2(a["p90"]), f2(a["p99"]), f2(a["p99_9"]), "")
     md.add(f"\n{result['nginx']}\n")
     return md
 
