@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::http::{self, AppState, BackendAccess, CookieSettings, CsrfPolicy, HttpSettings, RateLimitState};
 use crate::limits::{Limiters, TrustedProxies};
-use crate::service::{AdminService, LoginGuard, LoginProtection, SessionService, UserService};
+use crate::service::{AdminService, BackendService, LoginGuard, LoginProtection, SessionService, UserService};
 use crate::session::{SessionPolicy, Timestamp};
 use crate::store::cached::Cached;
 use crate::store::instrumented::Instrumented;
@@ -126,8 +126,10 @@ impl Application {
             .context("SESSIOND_JWT_KEYS_DIR")?,
         );
         let ready = Arc::new(AtomicBool::new(true));
+        let sessions = SessionService::new(store.clone(), policy, metrics.clone(), protection.clone());
         let state = Arc::new(AppState {
-            sessions: SessionService::new(store.clone(), policy, metrics.clone(), protection.clone()),
+            backend_sessions: BackendService::new(store.clone(), policy, metrics.clone(), sessions.clone()),
+            sessions,
             users: UserService::new(
                 store.clone(),
                 passwords,
@@ -167,11 +169,9 @@ impl Application {
         };
         let admin_router = http::admin_router(state.clone(), metrics.clone());
         let router = http::router(state, &settings);
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("cannot listen on {} (SESSIOND_LISTEN)", config.listen))?;
-        let admin_listener = TcpListener::bind(config.admin_listen)
-            .await
+        let listener =
+            listen(config.listen).with_context(|| format!("cannot listen on {} (SESSIOND_LISTEN)", config.listen))?;
+        let admin_listener = listen(config.admin_listen)
             .with_context(|| format!("cannot listen on {} (SESSIOND_ADMIN_LISTEN)", config.admin_listen))?;
         #[cfg(unix)]
         let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
@@ -217,7 +217,9 @@ impl Application {
     }
 
     /// Serve until `stop` resolves: `/readyz` turns 503, serving continues for the drain
-    /// delay, both listeners close, and in-flight requests get the shutdown timeout to finish.
+    /// delay with `Connection: close` on every response (so proxies retire their pooled
+    /// connections), the connections already queued are accepted, both listeners close, and
+    /// in-flight requests get the shutdown timeout to finish (see [`http::serve`]).
     ///
     /// # Errors
     /// When the listeners have no local address.
@@ -254,6 +256,7 @@ impl Application {
         let keys = tokio::spawn(reload_keys(tokens, hangup));
         let drain = config.shutdown_drain_delay;
         let (closing, closed) = watch::channel(false);
+        let serving = ready.clone();
         tokio::spawn(async move {
             stop.await;
             ready.store(false, Ordering::Release);
@@ -261,11 +264,14 @@ impl Application {
             tokio::time::sleep(drain).await;
             let _ = closing.send(true);
         });
-        let grace = config.shutdown_timeout;
-        let header_timeout = config.header_read_timeout;
+        let settings = http::ServeSettings {
+            header_read_timeout: config.header_read_timeout,
+            keepalive_timeout: config.keepalive_timeout,
+            grace: config.shutdown_timeout,
+        };
         tokio::join!(
-            http::serve(listener, router, header_timeout, until_closed(closed.clone()), grace),
-            http::serve(admin_listener, admin_router, header_timeout, until_closed(closed), grace),
+            http::serve(listener, router, settings, serving.clone(), until_closed(closed.clone())),
+            http::serve(admin_listener, admin_router, settings, serving, until_closed(closed)),
         );
         monitor.abort();
         pruner.abort();
@@ -273,6 +279,20 @@ impl Application {
         tracing::info!("sessiond stopped");
         Ok(())
     }
+}
+
+/// Connections the kernel may hold completed for a listener before it is accepted (capped by
+/// `net.core.somaxconn`): room for a burst of reconnects, such as every client of a restarted
+/// proxy at once, where the usual 1024 would drop some.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Bind `addr` (`SO_REUSEADDR`, as `TcpListener::bind`) with [`LISTEN_BACKLOG`].
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// How long start-up waits for the store to answer before serving anyway.

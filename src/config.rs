@@ -147,9 +147,16 @@ pub struct Config {
     #[arg(long, env = "SESSIOND_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub request_timeout: Duration,
 
-    /// A client that has not sent its request headers within this time is disconnected.
+    /// A client that has not sent its request headers within this time is disconnected: timed
+    /// from accept, and from the first byte of each further request on a connection.
     #[arg(long, env = "SESSIOND_HEADER_READ_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub header_read_timeout: Duration,
+
+    /// A keep-alive connection idle this long between requests is closed. Keep it longer than
+    /// the idle timeout of the proxy in front (nginx's upstream `keepalive_timeout`: 60s), so
+    /// the proxy closes idle connections, never sessiond.
+    #[arg(long, env = "SESSIOND_KEEPALIVE_TIMEOUT", default_value = "75s", value_parser = parse_duration)]
+    pub keepalive_timeout: Duration,
 
     /// On SIGTERM/SIGINT, keep serving (with `/readyz` at 503) this long so load balancers
     /// stop routing here before the listener closes.
@@ -233,7 +240,7 @@ pub struct Config {
     #[arg(long, env = "SESSIOND_JWT_TTL", default_value = "300s", value_parser = parse_duration)]
     pub jwt_ttl: Duration,
 
-    /// API keys of trusted backends (introspection), as `name:sha256hex` entries separated by
+    /// API keys of trusted backends (introspection, backend sessions), as `name:sha256hex` entries separated by
     /// commas: only hashes, never the keys (`sessiond admin api-key new NAME` draws one).
     #[arg(long, env = "SESSIOND_BACKEND_KEYS", value_delimiter = ',')]
     pub backend_keys: Vec<crate::users::BackendKey>,
@@ -311,7 +318,7 @@ pub enum ApiKeyCommand {
 /// A configuration that cannot be used: print it and leave with this exit code.
 #[must_use]
 pub struct ConfigExit {
-    message: String,
+    pub message: String,
     code: u8,
 }
 

@@ -106,15 +106,37 @@ fn answers_200(addr: &str, path: &str) -> bool {
     stream.write_all(request.as_bytes()).is_ok() && stream.read_exact(&mut head).is_ok() && head.ends_with(b" 200")
 }
 
-fn wait_ready(addr: &str, within: Duration) {
+/// How long a debug build on a busy machine may take to answer `/readyz`.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Waits until `GET /readyz` on `addr` answers 200. Fails at once when `process` exits first,
+/// and on timeout, with its log and whether Redis answers, so a failure says why.
+fn wait_ready(addr: &str, process: &mut Child, log: &Path, redis_addr: &str) {
     let started = Instant::now();
-    while started.elapsed() < within {
+    let report = |what: String| -> String {
+        let log = std::fs::read_to_string(log).unwrap_or_default();
+        let redis = if answers_ping(redis_addr) { "answers PING" } else { "does not answer PING" };
+        format!("{what}; redis-server at {redis_addr} {redis}; sessiond log:\n{log}")
+    };
+    while started.elapsed() < READY_TIMEOUT {
+        if let Ok(Some(status)) = process.try_wait() {
+            panic!("{}", report(format!("sessiond exited with {status} before it was ready")));
+        }
         if answers_200(addr, "/readyz") {
             return;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    panic!("sessiond at {addr} was not ready within {within:?}");
+    panic!("{}", report(format!("sessiond at {addr} was not ready within {READY_TIMEOUT:?}")));
+}
+
+/// Whether a Redis server at `addr` answers `PING`.
+fn answers_ping(addr: &str) -> bool {
+    use std::io::{Read as _, Write as _};
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else { return false };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut reply = [0u8; 5];
+    stream.write_all(b"PING\r\n").is_ok() && stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG"
 }
 
 /// Redis and sessiond on free ports; returns the public and admin base URLs.
@@ -125,13 +147,17 @@ fn start_service(dir: &Path) -> (Vec<Proc>, String, String) {
         .args(["--port", &redis_port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
         .arg("--dir")
         .arg(dir)
-        .stdout(Stdio::null())
+        .stdout(std::fs::File::create(dir.join("redis.log")).expect("redis log file"))
         .spawn()
         .expect("start redis-server");
     let redis = Proc(redis);
     let (port, admin) = (free_port(), free_port());
-    let log = std::fs::File::create(dir.join("sessiond.log")).expect("log file");
+    let log_path = dir.join("sessiond.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    // Only what the test sets: nothing from the calling environment changes the run.
     let sessiond = Command::new(env!("CARGO_BIN_EXE_sessiond"))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .envs([
             ("SESSIOND_REDIS_URL", format!("redis://127.0.0.1:{redis_port}")),
             ("SESSIOND_LISTEN", format!("127.0.0.1:{port}")),
@@ -147,15 +173,15 @@ fn start_service(dir: &Path) -> (Vec<Proc>, String, String) {
             // A debug build hashes slowly; this test checks the browser's view, not hashing cost.
             ("SESSIOND_ARGON2_MEMORY_KIB", "256".to_owned()),
             ("SESSIOND_ARGON2_ITERATIONS", "1".to_owned()),
-            ("RUST_LOG", "warn".to_owned()),
+            ("RUST_LOG", "info".to_owned()),
         ])
-        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .stdin(Stdio::null())
         .stdout(log.try_clone().expect("log"))
         .stderr(log)
         .spawn()
         .expect("start sessiond");
-    let sessiond = Proc(sessiond);
-    wait_ready(&format!("127.0.0.1:{admin}"), Duration::from_secs(20));
+    let mut sessiond = Proc(sessiond);
+    wait_ready(&format!("127.0.0.1:{admin}"), &mut sessiond.0, &log_path, &format!("127.0.0.1:{redis_port}"));
     (vec![sessiond, redis], format!("http://127.0.0.1:{port}"), format!("http://127.0.0.1:{admin}"))
 }
 

@@ -113,6 +113,18 @@ pub struct SessionIssued<'a> {
     idle_expires_at: Timestamp,
 }
 
+impl<'a> SessionIssued<'a> {
+    /// The body for `session`, with `token` when the body carries it.
+    pub(super) fn new(token: Option<&'a str>, session: &'a crate::store::SessionRecord) -> Self {
+        Self {
+            token,
+            session_id: &session.session_id,
+            expires_at: session.expires_at,
+            idle_expires_at: session.idle_expires_at,
+        }
+    }
+}
+
 /// `POST /v1/auth/register` → 201.
 #[utoipa::path(post, path = "/v1/auth/register", tag = "auth", operation_id = "register",
     summary = "Register an account",
@@ -227,12 +239,7 @@ pub(super) fn session_headers(state: &AppState, issued: &Issued, transport: Tran
 
 /// A new session as login answers it, in `transport`.
 pub(super) fn issued_response(state: &AppState, issued: &Issued, transport: Transport) -> Response {
-    let body = SessionIssued {
-        token: (transport != Transport::Cookie).then(|| issued.token.expose()),
-        session_id: &issued.session.session_id,
-        expires_at: issued.session.expires_at,
-        idle_expires_at: issued.session.idle_expires_at,
-    };
+    let body = SessionIssued::new((transport != Transport::Cookie).then(|| issued.token.expose()), &issued.session);
     let mut response = Json(body).into_response();
     session_headers(state, issued, transport, &mut response);
     response

@@ -80,6 +80,10 @@ pub struct Answer {
     /// `session_token` or `access_token`.
     #[serde(skip_serializing_if = "Option::is_none")]
     token_type: Option<&'static str>,
+    /// What a trusted backend stored with the session (backend sessions only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    data: Option<Box<serde_json::value::RawValue>>,
 }
 
 fn question(headers: &HeaderMap, body: &Bytes) -> Result<Question, Error> {
@@ -138,6 +142,7 @@ pub async fn introspect(
                     exp: Some(session.deadline().millis() / 1000),
                     iat: Some(session.created_at.millis() / 1000),
                     token_type: Some("session_token"),
+                    data: super::backend::raw_data(session.data.as_deref()),
                 }))
             }
             Err(Error::Unauthorized) => Ok(Json(Answer::default())),
@@ -146,8 +151,8 @@ pub async fn introspect(
     }
     let Some(claims) = state.tokens.verify(token) else { return Ok(Json(Answer::default())) };
     // An access token is active only while its session is.
-    match state.sessions.live_session_roles(&claims.name, &claims.sid).await? {
-        Some(roles) => Ok(Json(Answer {
+    match state.sessions.live_session(&claims.sub, &claims.name, &claims.sid).await? {
+        Some((session, roles)) => Ok(Json(Answer {
             active: true,
             sub: Some(claims.sub),
             username: Some(claims.name),
@@ -156,6 +161,7 @@ pub async fn introspect(
             exp: Some(claims.exp),
             iat: Some(claims.iat),
             token_type: Some("access_token"),
+            data: super::backend::raw_data(session.data.as_deref()),
         })),
         None => Ok(Json(Answer::default())),
     }

@@ -21,6 +21,7 @@
 mod account;
 mod admin;
 mod auth;
+mod backend;
 mod cookie;
 mod csrf;
 mod extract;
@@ -50,10 +51,10 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 
-pub use cookie::CookieSettings;
+pub use cookie::{CookieSettings, Presented};
 pub use csrf::CsrfPolicy;
 pub use rate_limit::RateLimitState;
-pub use serve::serve;
+pub use serve::{serve, ServeSettings};
 
 use crate::error::Error;
 use crate::service::{AdminService, SessionService, UserService};
@@ -79,8 +80,10 @@ pub struct AppState {
     pub csrf: CsrfPolicy,
     /// Signs access tokens and publishes their keys.
     pub tokens: Arc<crate::tokens::AccessTokens>,
-    /// Who may call the backend routes (introspection), and how often.
+    /// Who may call the backend routes (introspection, backend sessions), and how often.
     pub backend: BackendAccess,
+    /// Sessions of externally authenticated subjects (the backend API).
+    pub backend_sessions: crate::service::BackendService,
     /// Cleared on shutdown so `/readyz` turns 503 before the listener closes.
     pub ready: Arc<AtomicBool>,
 }
@@ -139,8 +142,13 @@ pub fn router(state: Arc<AppState>, settings: &HttpSettings) -> Router {
         .route("/v1/auth/logout", post(auth::logout))
         .route("/v1/auth/refresh", post(auth::refresh))
         .route("/v1/auth/verify", any(verify::verify))
+        .route("/v1/auth/verify/", any(verify::verify_original))
+        .route("/v1/auth/verify/{*original}", any(verify::verify_original))
         .route("/v1/auth/token", post(tokens::mint))
         .route("/v1/introspect", post(introspect::introspect))
+        .route("/v1/backend/sessions", post(backend::create))
+        .route("/v1/backend/sessions/{session_id}", delete(backend::end_one))
+        .route("/v1/backend/subjects/{subject}/sessions", get(backend::list).delete(backend::end_all))
         .route("/.well-known/jwks.json", get(tokens::jwks))
         .route("/v1/profile", get(sessions::profile))
         .route("/v1/sessions", get(sessions::list).delete(sessions::revoke_all))

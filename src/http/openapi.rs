@@ -51,9 +51,14 @@ pub const TOKEN_PATTERN: &str = "^[A-Za-z0-9_-]{43}$";
         super::auth::refresh,
         super::auth::logout,
         super::verify::verify,
+        super::verify::verify_original,
         super::tokens::mint,
         super::tokens::jwks,
         super::introspect::introspect,
+        super::backend::create,
+        super::backend::list,
+        super::backend::end_all,
+        super::backend::end_one,
         super::sessions::profile,
         super::sessions::list,
         super::sessions::revoke,
@@ -105,6 +110,20 @@ fn roles_schema() -> Schema {
     ArrayBuilder::new()
         .items(ObjectBuilder::new().schema_type(Type::String).pattern(Some(ROLE_PATTERN)))
         .examples([json!(["admin"])])
+        .into()
+}
+
+/// A backend's subject: 1–255 bytes without control characters (a JSON Schema counts
+/// characters; a longer UTF-8 encoding is refused with 422).
+pub(super) const SUBJECT_PATTERN: &str = "^[^\\x00-\\x1f\\x7f-\\x9f]+$";
+
+fn subject_schema() -> Schema {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(255))
+        .pattern(Some(SUBJECT_PATTERN))
+        .examples([json!("idp|8f1c2d")])
         .into()
 }
 
@@ -213,10 +232,30 @@ impl Modify for Shared {
             mirror(
                 openapi,
                 ("/v1/auth/verify", HttpMethod::Get),
-                ("/v1/auth/verify", method),
+                ("/v1/auth/verify", method.clone()),
                 (&format!("verify_{name}"), &format!("Verify a session ({})", name.to_ascii_uppercase())),
                 &[],
             );
+            mirror(
+                openapi,
+                ("/v1/auth/verify/{original}", HttpMethod::Get),
+                ("/v1/auth/verify/{original}", method),
+                (
+                    &format!("verify_original_{name}"),
+                    &format!("Verify a session, the original path appended ({})", name.to_ascii_uppercase()),
+                ),
+                &[],
+            );
+        }
+        // A subject in a path: the body's rules (a tuple parameter cannot carry a pattern).
+        if let Some(item) = openapi.paths.paths.get_mut("/v1/backend/subjects/{subject}/sessions") {
+            for (_, operation) in operations(item) {
+                for parameter in operation.parameters.iter_mut().flatten() {
+                    if parameter.name == "subject" {
+                        parameter.schema = Some(subject_schema().into());
+                    }
+                }
+            }
         }
         if let Some(operation) = openapi.paths.paths.get_mut("/v1/auth/verify") {
             for (_, operation) in operations(operation) {

@@ -24,6 +24,10 @@ pub struct Profile<'a> {
     #[schema(value_type = Vec<String>)]
     roles: &'a [String],
     session: ProfileSession<'a>,
+    /// What a trusted backend stored with the session (backend sessions only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>, example = json!({"tenant": "acme"}))]
+    data: Option<Box<serde_json::value::RawValue>>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -86,6 +90,7 @@ pub async fn profile(AuthSession(auth): AuthSession) -> Response {
             expires_at: s.expires_at,
             idle_expires_at: s.idle_expires_at,
         },
+        data: super::backend::raw_data(s.data.as_deref()),
     };
     // Sized for a profile at once (axum's `Json` starts at 128 bytes and grows twice).
     let mut body = Vec::with_capacity(512);

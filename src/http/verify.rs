@@ -7,6 +7,12 @@
 //! same validation cache, no Redis write on the fast path — but it never changes anything, so
 //! the cross-site check of state-changing requests does not apply: it is the upstream's own
 //! request that the proxy is asking about. A store outage is a 503, so a proxy fails closed.
+//!
+//! Envoy's HTTP authorization service cannot send its check to a fixed path: it appends the
+//! original request's path and query to its prefix (`/v1/auth/verify/reports?year=2025`). So
+//! everything below `/v1/auth/verify/` answers too, with the original path taken as
+//! information only (like `X-Original-URI`) and the original query ignored: it belongs to the
+//! upstream's request, and a `role` in it must neither add nor waive a requirement.
 
 use std::sync::Arc;
 
@@ -28,6 +34,9 @@ pub const USER_ID: HeaderName = HeaderName::from_static("x-session-user-id");
 pub const ROLES: HeaderName = HeaderName::from_static("x-session-roles");
 /// The session's public id.
 pub const SESSION_ID: HeaderName = HeaderName::from_static("x-session-id");
+/// What a trusted backend stored with the session: its JSON text in base64url (backend
+/// sessions only).
+pub const DATA: HeaderName = HeaderName::from_static("x-session-data");
 
 /// Headers proxies send about the original request: logged (shortened), never trusted.
 const ORIGINAL: [&str; 3] = ["x-original-uri", "x-forwarded-method", "x-forwarded-uri"];
@@ -65,6 +74,31 @@ fn required_roles(parts: &Parts) -> Result<Vec<Role>, Error> {
     ))]
 pub async fn verify(State(state): State<Arc<AppState>>, parts: Parts) -> Result<Response, Error> {
     let required = required_roles(&parts)?;
+    check(&state, &parts, &required).await
+}
+
+/// Any method on `/v1/auth/verify/{original}` (Envoy's check of the original path): answered
+/// as `/v1/auth/verify` with no role required; the query is the original request's, ignored.
+#[utoipa::path(get, path = "/v1/auth/verify/{original}", tag = "auth", operation_id = "verify_original",
+    summary = "Verify a session, the original path appended (Envoy ext_authz)",
+    description = "The check Envoy's HTTP authorization service sends: `/v1/auth/verify` followed by the original request's path and query. Answered exactly like `GET /v1/auth/verify` without `role`; the appended path is logged at debug level only and the query string is ignored.",
+    params(("original" = String, Path, description = "The original request's path (without its leading slash); any query string after it is ignored", example = "reports/2025")),
+    security(("bearer" = []), ("cookie" = []), ("session_header" = [])),
+    responses(
+        (status = 200, description = "A valid session; the identity is in the headers (empty body)",
+            headers(("x-session-user" = String, description = "The username"), ("x-session-user-id" = String, description = "The user's id"),
+                    ("x-session-roles" = String, description = "The roles, comma-separated"), ("x-session-id" = String, description = "The session's public id"))),
+    ))]
+pub async fn verify_original(State(state): State<Arc<AppState>>, parts: Parts) -> Result<Response, Error> {
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        let path: String = parts.uri.path().chars().take(256).collect();
+        tracing::debug!(path = %path, "forward-auth check of an appended path");
+    }
+    check(&state, &parts, &[]).await
+}
+
+/// The verdict on the request's credential, `required` roles included.
+async fn check(state: &AppState, parts: &Parts, required: &[Role]) -> Result<Response, Error> {
     if tracing::enabled!(tracing::Level::DEBUG) {
         for name in ORIGINAL {
             if let Some(value) = parts.headers.get(name).and_then(|v| v.to_str().ok()) {
@@ -74,7 +108,7 @@ pub async fn verify(State(state): State<Arc<AppState>>, parts: Parts) -> Result<
             }
         }
     }
-    let token = match credential_token(&parts, &state.cookie) {
+    let token = match credential_token(parts, &state.cookie) {
         Some(Ok(token)) => token,
         Some(Err(error)) => {
             state.sessions.malformed_credential();
@@ -100,6 +134,14 @@ pub async fn verify(State(state): State<Arc<AppState>>, parts: Parts) -> Result<
     }
     if let Ok(value) = HeaderValue::from_str(&auth.roles().join(",")) {
         headers.insert(ROLES, value);
+    }
+    if let Some(data) = &session.data {
+        use base64::Engine as _;
+        if let Ok(value) =
+            HeaderValue::from_str(&base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(data.as_bytes()))
+        {
+            headers.insert(DATA, value);
+        }
     }
     Ok(response)
 }

@@ -33,6 +33,14 @@ impl FromStr for Cidr {
             Some(p) => p.parse().ok().filter(|p| *p <= max).ok_or_else(|| format!("{text:?} has an invalid prefix"))?,
             None => max,
         };
+        // An IPv4 block written in its IPv4-mapped form (as a dual-stack socket prints it,
+        // `::ffff:10.0.0.0/104`) is that IPv4 block: addresses are compared as IPv4.
+        if let IpAddr::V6(v6) = addr {
+            if let (Some(mapped), true) = (v6.to_ipv4_mapped(), prefix >= 96) {
+                let prefix = prefix - 96;
+                return Ok(Self { network: u128::from(u32::from(mapped)) & mask(prefix, 32), prefix, v4: true });
+            }
+        }
         let mask = mask(prefix, max);
         Ok(Self { network: bits & mask, prefix, v4 })
     }
@@ -53,7 +61,10 @@ impl Cidr {
         match (canonical(addr), self.v4) {
             (IpAddr::V4(v4), true) => u128::from(u32::from(v4)) & mask(self.prefix, 32) == self.network,
             (IpAddr::V6(v6), false) => u128::from(v6) & mask(self.prefix, 128) == self.network,
-            _ => false,
+            // An IPv6 block wider than the mapped range (`::/0`, `::ffff:0:0/95`) holds IPv4
+            // addresses in their mapped form.
+            (IpAddr::V4(v4), false) => u128::from(v4.to_ipv6_mapped()) & mask(self.prefix, 128) == self.network,
+            (IpAddr::V6(_), true) => false,
         }
     }
 }

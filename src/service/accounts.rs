@@ -114,6 +114,11 @@ impl UserService {
         meta: &ClientMeta,
     ) -> Result<Verified, Error> {
         let session = auth.session();
+        if session.user_key.is_subject() {
+            return Err(Error::Conflict(
+                "this session belongs to an external subject, which has no password here: its backend manages the account",
+            ));
+        }
         let password = Password::unchecked(password);
         let checked =
             self.protection.check_password(session.user_key.as_str(), &password, meta.device_token.as_ref()).await;

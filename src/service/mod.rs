@@ -8,10 +8,12 @@
 
 mod accounts;
 mod admin;
+mod backend;
 mod protection;
 mod sessions;
 
 pub use accounts::UserService;
 pub use admin::{AdminService, UserView};
+pub use backend::{BackendService, NewBackendSession};
 pub use protection::{LoginGuard, LoginProtection};
 pub use sessions::{Authenticated, ClientMeta, Issued, RevokeReason, SessionService};

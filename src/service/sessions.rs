@@ -11,7 +11,7 @@ use crate::session::{device, SessionId, SessionPolicy, SessionToken, Timestamp, 
 use crate::store::{Lookup, SessionRecord, Store, StoreError, Validated};
 use crate::telemetry::audit::{self, Actor};
 use crate::telemetry::metrics::Metrics;
-use crate::users::{DeviceToken, Password, UserKey, Username};
+use crate::users::{DeviceToken, Password, Subject, UserKey, Username};
 
 /// Why a session ended (the `reason` label of `sessiond_sessions_revoked_total`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,6 +32,8 @@ pub enum RevokeReason {
     AccountDeleted,
     /// An administrator disabled the account.
     Disabled,
+    /// A trusted backend ended it (backend API).
+    Backend,
 }
 
 /// What we know about the client of a request: recorded with a new session, named in the
@@ -80,6 +82,7 @@ impl RevokeReason {
             Self::PasswordChange => "password_change",
             Self::AccountDeleted => "account_deleted",
             Self::Disabled => "disabled",
+            Self::Backend => "backend",
         }
     }
 }
@@ -199,6 +202,7 @@ impl SessionService {
             expires_at,
             ip: meta.ip,
             device: meta.user_agent.as_deref().and_then(device::label),
+            data: None,
         };
         let (token, hash) =
             SessionToken::generate_in(session.user_key.shard()).map_err(|e| Error::Internal(e.to_string()))?;
@@ -352,19 +356,29 @@ impl SessionService {
         Ok(revoked)
     }
 
-    /// The current roles of `username`'s user when its session `session_id` is live (the check
-    /// an access token's introspection needs: the token names the session, not its secret).
+    /// The session `session_id` of user `user_id` (named `name`: a username, or an external
+    /// subject) with its owner's current roles, when it is live: the check an access token's
+    /// introspection needs (the token names the session, not its secret).
     ///
     /// # Errors
     /// 503 when the store is unavailable.
-    pub async fn live_session_roles(&self, username: &str, session_id: &str) -> Result<Option<Vec<String>>, Error> {
-        let (Ok(name), Some(id)) = (Username::parse(username), SessionId::parse(session_id)) else { return Ok(None) };
-        let key = name.key();
-        let live = self.store.list_sessions(&key, Timestamp::now()).await?;
-        if !live.iter().any(|session| session.session_id == id) {
-            return Ok(None);
+    pub async fn live_session(
+        &self,
+        user_id: &str,
+        name: &str,
+        session_id: &str,
+    ) -> Result<Option<(SessionRecord, Vec<String>)>, Error> {
+        let Some(id) = SessionId::parse(session_id) else { return Ok(None) };
+        // A subject may be spelled like a username: both namespaces are asked, and the session
+        // must be there under the token's user id too.
+        let keys = [Username::parse(name).ok().map(|n| n.key()), Subject::parse(name).ok().map(|s| s.key())];
+        for key in keys.into_iter().flatten() {
+            let live = self.store.list_sessions(&key, Timestamp::now()).await?;
+            let Some(session) = live.into_iter().find(|s| s.session_id == id && s.user_id == user_id) else { continue };
+            let roles = self.store.find_user(&key).await?.filter(|user| !user.disabled).map(|user| user.roles);
+            return Ok(roles.map(|roles| (session, roles)));
         }
-        Ok(self.store.find_user(&key).await?.filter(|user| !user.disabled).map(|user| user.roles))
+        Ok(None)
     }
 
     /// Whether the store answers (for `/readyz`).

@@ -2,7 +2,12 @@
 //!
 //! Milliseconds are what Redis `PEXPIRE` speaks and what a Lua number holds exactly, so every
 //! deadline is stored in this one unit; RFC 3339 appears only at the JSON edge.
+//!
+//! [`Timestamp::now`] reads the session store's clock, not this host's: with Redis, every
+//! instance follows Redis's `TIME` (see `store::redis::clock`), so instances whose clocks
+//! disagree still agree on every deadline.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -17,16 +22,34 @@ pub(crate) fn monotonic_millis() -> u64 {
     u64::try_from(START.get_or_init(Instant::now).elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
+/// Milliseconds to add to this host's clock to read the session store's: every instance then
+/// measures deadlines on the one clock they share (Redis `TIME`, followed by
+/// `store::redis::clock`), however far its own clock is off. 0 until measured, and always 0 on
+/// the in-memory store.
+static STORE_CLOCK_OFFSET_MS: AtomicI64 = AtomicI64::new(0);
+
 /// Milliseconds since the Unix epoch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp(i64);
 
 impl Timestamp {
-    /// The current time.
+    /// The current time on the session store's clock (this host's clock corrected by the
+    /// offset last measured against the store).
     #[must_use]
     pub fn now() -> Self {
+        Self(Self::host_now().0.saturating_add(STORE_CLOCK_OFFSET_MS.load(Ordering::Relaxed)))
+    }
+
+    /// The current time on this host's own clock.
+    #[must_use]
+    pub fn host_now() -> Self {
         let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         Self(i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
+    }
+
+    /// From now on, [`now`](Self::now) is this host's clock plus `offset_ms`.
+    pub(crate) fn follow_store_clock(offset_ms: i64) {
+        STORE_CLOCK_OFFSET_MS.store(offset_ms, Ordering::Relaxed);
     }
 
     /// From Unix milliseconds.

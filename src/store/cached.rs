@@ -126,6 +126,18 @@ impl Store for Cached {
         self.cache.evict(hash);
         result
     }
+    async fn set_session_owner(
+        &self,
+        id: &SessionId,
+        user: &UserKey,
+        until: Timestamp,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.inner.set_session_owner(id, user, until, now).await
+    }
+    async fn session_owner(&self, id: &SessionId, now: Timestamp) -> Result<Option<UserKey>, StoreError> {
+        self.inner.session_owner(id, now).await
+    }
     async fn revoke_session_by_id(&self, user: &UserKey, id: &SessionId) -> Result<bool, StoreError> {
         let result = self.inner.revoke_session_by_id(user, id).await;
         self.cache.evict_id(user, id);

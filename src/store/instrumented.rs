@@ -109,6 +109,18 @@ impl Store for Instrumented {
     async fn revoke_session(&self, hash: &TokenHash) -> Result<Option<SessionId>, StoreError> {
         self.observe("revoke_session", self.inner.revoke_session(hash)).await
     }
+    async fn set_session_owner(
+        &self,
+        id: &SessionId,
+        user: &UserKey,
+        until: Timestamp,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.observe("set_session_owner", self.inner.set_session_owner(id, user, until, now)).await
+    }
+    async fn session_owner(&self, id: &SessionId, now: Timestamp) -> Result<Option<UserKey>, StoreError> {
+        self.observe("session_owner", self.inner.session_owner(id, now)).await
+    }
     async fn revoke_session_by_id(&self, user: &UserKey, id: &SessionId) -> Result<bool, StoreError> {
         self.observe("revoke_session_by_id", self.inner.revoke_session_by_id(user, id)).await
     }

@@ -32,6 +32,8 @@ struct State {
     /// Failed-login guard: theoretical arrival time (ms) per account and allowance (`None`:
     /// clients without a device token).
     guards: HashMap<UserKey, HashMap<Option<String>, i64>>,
+    /// Owners of backend sessions, by id, until a deadline.
+    owners: HashMap<SessionId, (UserKey, Timestamp)>,
 }
 
 impl State {
@@ -284,7 +286,28 @@ impl Store for MemoryStore {
     }
 
     async fn revoke_session(&self, hash: &TokenHash) -> Result<Option<SessionId>, StoreError> {
-        Ok(self.state().remove(hash).map(|s| s.session_id))
+        // A session past its deadline no longer exists (Redis has dropped its key): it is
+        // removed, but not reported as revoked.
+        let now = Timestamp::now();
+        Ok(self.state().remove(hash).filter(|s| s.deadline() > now).map(|s| s.session_id))
+    }
+
+    async fn set_session_owner(
+        &self,
+        id: &SessionId,
+        user: &UserKey,
+        until: Timestamp,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        if until > now {
+            self.state().owners.insert(id.clone(), (user.clone(), until));
+        }
+        Ok(())
+    }
+
+    async fn session_owner(&self, id: &SessionId, now: Timestamp) -> Result<Option<UserKey>, StoreError> {
+        let state = self.state();
+        Ok(state.owners.get(id).filter(|(_, until)| *until > now).map(|(user, _)| user.clone()))
     }
 
     async fn revoke_session_by_id(&self, user: &UserKey, id: &SessionId) -> Result<bool, StoreError> {
@@ -350,6 +373,7 @@ impl Store for MemoryStore {
         for hash in expired {
             state.remove(&hash);
         }
+        state.owners.retain(|_, (_, until)| *until > now);
         Ok(())
     }
 }

@@ -68,6 +68,11 @@ pub struct SessionRecord {
     /// The device the session was opened from, as a person reads it ("Chrome 131 on Windows"),
     /// derived from the `User-Agent` at login.
     pub device: Option<String>,
+    /// What a trusted backend stored with a session it created (a JSON object as compact
+    /// text, at most [`SessionData::MAX_BYTES`](crate::session::SessionData::MAX_BYTES)), handed
+    /// back by every validation; `None` for password sessions. Shared, not copied: the
+    /// validation cache hands the same text to every hit.
+    pub data: Option<std::sync::Arc<str>>,
 }
 
 impl SessionRecord {
@@ -281,6 +286,21 @@ pub trait Store: Send + Sync + 'static {
 
     /// Delete one of `user`'s sessions by id. Returns `false` if the user has no such live session.
     async fn revoke_session_by_id(&self, user: &UserKey, id: &SessionId) -> Result<bool, StoreError>;
+
+    /// Remember that session `id` belongs to `user` until `until`, so that it can be ended by
+    /// its id alone (the backend API's `DELETE /v1/backend/sessions/{id}`). A pointer that
+    /// outlives its session is harmless: ending by id checks the user's index.
+    async fn set_session_owner(
+        &self,
+        id: &SessionId,
+        user: &UserKey,
+        until: Timestamp,
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
+
+    /// Whose session `id` is, when [`Store::set_session_owner`] recorded it and it has not
+    /// lapsed.
+    async fn session_owner(&self, id: &SessionId, now: Timestamp) -> Result<Option<UserKey>, StoreError>;
 
     /// Delete all of `user`'s sessions except `keep`. Returns how many were deleted.
     async fn revoke_user_sessions(&self, user: &UserKey, keep: Option<&SessionId>) -> Result<u64, StoreError>;

@@ -363,6 +363,7 @@ mod tests {
             expires_at: now.plus(Duration::from_secs(600)),
             ip: None,
             device: None,
+            data: None,
         };
         (hash, Ok(Lookup::found(session, vec!["user".to_owned()])))
     }

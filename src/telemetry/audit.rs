@@ -146,6 +146,19 @@ pub fn backend_refused(client_ip: Option<IpAddr>, path: &str) {
     tracing::info!(target: TARGET, event = "backend.auth_failure", path, client_ip = ip(client_ip));
 }
 
+/// `backend.session_created`, `backend.session_ended`, `backend.sessions_ended`: a trusted
+/// backend (named by its API key's name) opened or ended sessions of an external subject.
+pub fn backend_session(
+    event: &'static str,
+    backend: &str,
+    subject: &str,
+    session_id: Option<&str>,
+    revoked: Option<u64>,
+) {
+    let subject = (!subject.is_empty()).then_some(subject);
+    tracing::info!(target: TARGET, event, backend, subject, session_id, revoked);
+}
+
 /// `access.denied`: a signed-in user called a route that needs `required_role`.
 pub fn access_denied(actor: Actor<'_>, required_role: &str) {
     tracing::info!(

@@ -56,8 +56,8 @@ pub const VALIDATION_OUTCOMES: [&str; 4] = ["valid", "invalid", "expired", "unav
 /// Why a cookie-authenticated request was refused as cross-site.
 pub const CSRF_REASONS: [&str; 2] = ["sec_fetch_site", "origin"];
 /// Why sessions end.
-pub const REVOKE_REASONS: [&str; 8] =
-    ["logout", "logout_all", "admin", "rotation", "limit", "password_change", "account_deleted", "disabled"];
+pub const REVOKE_REASONS: [&str; 9] =
+    ["logout", "logout_all", "admin", "rotation", "limit", "password_change", "account_deleted", "disabled", "backend"];
 
 /// The handles of one HTTP series (method × route template), and its counters by status.
 struct HttpSeries {

@@ -9,11 +9,13 @@
 mod backend_keys;
 mod password;
 mod role;
+mod subject;
 mod trusted_device;
 mod username;
 
 pub use backend_keys::{BackendKey, BackendKeys, NewKey};
 pub use password::{HashError, Password, Passwords};
 pub use role::Role;
+pub use subject::Subject;
 pub use trusted_device::{DeviceId, DeviceToken, DeviceTokens};
 pub use username::{UserKey, Username};

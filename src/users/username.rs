@@ -43,6 +43,11 @@ impl fmt::Debug for Username {
     }
 }
 
+/// Starts a subject's key: not in the username alphabet.
+const SUBJECT_MARK: char = '~';
+/// A SHA-256 in base64url, unpadded.
+const SUBJECT_DIGEST_LEN: usize = 43;
+
 /// The normalised (lower-case) username: the store's identity for a user. Its characters
 /// never include `{`, `}` or `:`, so it is safe inside a Redis key.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -52,7 +57,31 @@ impl UserKey {
     /// Rebuild from a value the store wrote.
     #[must_use]
     pub fn from_stored(text: &str) -> Option<Self> {
+        if let Some(digest) = text.strip_prefix(SUBJECT_MARK) {
+            return (digest.len() == SUBJECT_DIGEST_LEN
+                && digest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+            .then(|| Self(text.to_owned()));
+        }
         Username::parse(text).ok().map(|name| name.key())
+    }
+
+    /// The key of an externally authenticated subject: a mark no username can hold, then the
+    /// subject's SHA-256 in base64url. So the two namespaces never meet, and an
+    /// attacker-chosen subject is never stored inside a key name.
+    pub(super) fn of_subject(subject: &str) -> Self {
+        use base64::Engine as _;
+        use sha2::Digest as _;
+        let digest = sha2::Sha256::digest(subject.as_bytes());
+        let mut key = String::with_capacity(1 + SUBJECT_DIGEST_LEN);
+        key.push(SUBJECT_MARK);
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode_string(digest, &mut key);
+        Self(key)
+    }
+
+    /// Whether this is an external subject's key (no password, created by a backend).
+    #[must_use]
+    pub fn is_subject(&self) -> bool {
+        self.0.starts_with(SUBJECT_MARK)
     }
 
     /// The key as text.

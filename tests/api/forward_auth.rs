@@ -11,19 +11,20 @@
 //! The Traefik and Envoy recipes (`deploy/traefik/`, `deploy/envoy/`) have no binary here:
 //! they are read with PyYAML and their essentials checked.
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::Request;
-use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use sessiond::limits::QuotaSpec;
 use tokio::task::JoinHandle;
 
 use crate::helpers::*;
+use crate::nginx::{nginx_bin, substitute_upstreams, wrapper_config, Nginx};
 
 /// What browsers send when they navigate.
 const BROWSER_ACCEPT: &str = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
@@ -122,212 +123,6 @@ impl Drop for Upstream {
 }
 
 // ---------------------------------------------------------------------------------------------
-// nginx.
-
-/// The nginx binary: `NGINX_BIN`, else `nginx` on PATH, else Debian's `/usr/sbin/nginx` (not on
-/// an ordinary user's PATH). Fails, naming the package, when there is none.
-fn nginx_bin() -> String {
-    let runs = |bin: &str| Command::new(bin).arg("-v").stdout(Stdio::null()).stderr(Stdio::null()).status();
-    if let Ok(bin) = std::env::var("NGINX_BIN") {
-        return match runs(&bin) {
-            Ok(_) => bin,
-            Err(e) => panic!("NGINX_BIN={bin} does not run: {e}"),
-        };
-    }
-    for bin in ["nginx", "/usr/sbin/nginx"] {
-        match runs(bin) {
-            Ok(_) => return bin.to_owned(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => panic!("cannot run `{bin} -v`: {e}"),
-        }
-    }
-    panic!(
-        "nginx not found on PATH: these tests run a real nginx in front of sessiond. Install it with \
-         `apt-get install -y nginx-light` (or run ./test, which installs it), or point NGINX_BIN at an \
-         nginx binary with the auth_request module"
-    );
-}
-
-fn id(flag: &str) -> String {
-    let out = Command::new("id").arg(flag).output().expect("run id");
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-/// The main and http{} context the shipped site expects from nginx.conf (as the nginx image's
-/// own nginx.conf gives its conf.d/), every path inside `dir`, including `includes`.
-fn wrapper_config(dir: &Path, includes: &[&Path]) -> String {
-    let d = dir.display();
-    // Run as the current user: as root, nginx would otherwise switch its workers to `nobody`,
-    // who cannot use this directory.
-    let user = if id("-u") == "0" { format!("user {} {};\n", id("-un"), id("-gn")) } else { String::new() };
-    let includes: String = includes.iter().map(|p| format!("    include {};\n", p.display())).collect();
-    format!(
-        "{user}worker_processes 1;\n\
-         pid {d}/nginx.pid;\n\
-         error_log {d}/error.log notice;\n\
-         events {{\n    worker_connections 512;\n}}\n\
-         http {{\n\
-         \x20   access_log {d}/access.log;\n\
-         \x20   client_body_temp_path {d}/temp/body;\n\
-         \x20   proxy_temp_path {d}/temp/proxy;\n\
-         \x20   fastcgi_temp_path {d}/temp/fastcgi;\n\
-         \x20   uwsgi_temp_path {d}/temp/uwsgi;\n\
-         \x20   scgi_temp_path {d}/temp/scgi;\n\
-         {includes}}}\n"
-    )
-}
-
-/// `deploy/nginx/upstreams.conf` with the servers of each `upstream` block replaced by
-/// `servers` (the parameters of the block's first `server` line kept).
-fn substitute_upstreams(shipped: &str, servers: &[(&str, Vec<SocketAddr>)]) -> String {
-    let mut out = String::new();
-    let mut block: Option<&str> = None;
-    let mut replaced: Vec<&str> = Vec::new();
-    for line in shipped.lines() {
-        let trimmed = line.trim();
-        if let Some(name) = trimmed.strip_prefix("upstream ").and_then(|rest| rest.strip_suffix('{')) {
-            block = servers.iter().map(|(n, _)| *n).find(|n| *n == name.trim());
-            assert!(block.is_some(), "upstreams.conf defines `{}`, which this test does not know", name.trim());
-        } else if trimmed == "}" {
-            block = None;
-        } else if let (Some(name), Some(rest)) = (block, trimmed.strip_prefix("server ")) {
-            if !replaced.contains(&name) {
-                replaced.push(name);
-                let indent = &line[..line.len() - line.trim_start().len()];
-                let params = rest.trim_end_matches(';').split_whitespace().skip(1).collect::<Vec<_>>().join(" ");
-                let addrs = &servers.iter().find(|(n, _)| *n == name).expect("known block").1;
-                for addr in addrs {
-                    out.push_str(&format!("{indent}server {addr} {params};\n").replace(" ;", ";"));
-                }
-            }
-            continue;
-        }
-        out.push_str(line);
-        out.push('\n');
-    }
-    for (name, _) in servers {
-        assert!(replaced.contains(name), "upstreams.conf has no `server` line in `upstream {name}`");
-    }
-    out
-}
-
-/// A running nginx with the shipped site, on a free port.
-struct Nginx {
-    child: Option<Child>,
-    port: u16,
-    dir: tempfile::TempDir,
-    client: reqwest::Client,
-}
-
-impl Nginx {
-    /// The shipped configuration in front of `sessiond` (one upstream group of all of them)
-    /// and `app`.
-    fn start(sessiond: &[SocketAddr], app: SocketAddr) -> Self {
-        let bin = nginx_bin();
-        let dir = tempfile::tempdir().expect("temp dir");
-        std::fs::create_dir(dir.path().join("temp")).expect("temp/");
-        let port = free_port();
-
-        let site = read_repo_file("deploy/nginx/sessiond-auth.conf");
-        assert_eq!(site.matches("listen 8080;").count(), 1, "sessiond-auth.conf should listen once, on 8080");
-        let site = site.replace("listen 8080;", &format!("listen 127.0.0.1:{port};"));
-        let upstreams = substitute_upstreams(
-            &read_repo_file("deploy/nginx/upstreams.conf"),
-            &[("sessiond", sessiond.to_vec()), ("protected_app", vec![app])],
-        );
-        let (site_path, upstreams_path) = (dir.path().join("sessiond-auth.conf"), dir.path().join("upstreams.conf"));
-        std::fs::write(&site_path, site).expect("write the site");
-        std::fs::write(&upstreams_path, upstreams).expect("write the upstreams");
-        let conf = dir.path().join("nginx.conf");
-        std::fs::write(&conf, wrapper_config(dir.path(), &[&upstreams_path, &site_path])).expect("write nginx.conf");
-
-        let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("stderr file");
-        let child = Command::new(&bin)
-            .arg("-e")
-            .arg(dir.path().join("error.log"))
-            .arg("-p")
-            .arg(dir.path())
-            .arg("-c")
-            .arg(&conf)
-            .args(["-g", "daemon off;"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(15))
-            .build()
-            .expect("client");
-        let mut nginx = Self { child: Some(child), port, dir, client };
-        nginx.wait_listening();
-        nginx
-    }
-
-    fn wait_listening(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().expect("try_wait")) {
-                panic!("nginx exited with {status} at start-up:\n{}", self.logs());
-            }
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            assert!(Instant::now() < deadline, "nginx did not listen on {} within 10 s:\n{}", self.port, self.logs());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// nginx's standard error and error log.
-    fn logs(&self) -> String {
-        let read = |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
-        format!("{}{}", read("stderr.log"), read("error.log"))
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        self.client.request(method, self.url(path))
-    }
-
-    /// `GET path` as an API client: with `Accept: application/json` and a bearer token.
-    async fn api_get(&self, path: &str, token: &str) -> Response {
-        self.request(Method::GET, path)
-            .header("accept", "application/json")
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("request through nginx")
-    }
-
-    /// The status of `GET path` with a bearer token.
-    async fn status(&self, path: &str, token: &str) -> StatusCode {
-        self.api_get(path, token).await.status()
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // SIGTERM: the master stops its workers, then exits.
-            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if matches!(child.try_wait(), Ok(Some(_))) {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
 // Sessions.
 
 /// A signed-in user: what the upstream should be told about them.
@@ -414,7 +209,8 @@ fn the_shipped_nginx_config_passes_nginx_t() {
 }
 
 /// The identity headers sessiond answers a check with, which every recipe passes on.
-const IDENTITY: [&str; 4] = ["X-Session-User", "X-Session-User-Id", "X-Session-Roles", "X-Session-Id"];
+const IDENTITY: [&str; 5] =
+    ["X-Session-User", "X-Session-User-Id", "X-Session-Roles", "X-Session-Id", "X-Session-Data"];
 
 /// The YAML files at `paths`, as JSON (PyYAML: there is no YAML parser among our crates).
 fn yaml_documents(paths: &[&str]) -> Vec<Value> {
@@ -444,7 +240,7 @@ fn strings(value: &Value) -> Vec<&str> {
 }
 
 /// No Traefik binary here: the file parses, and every router to the application strips forged
-/// identity headers, then checks with sessiond, which passes on exactly the four headers.
+/// identity headers, then checks with sessiond, which passes on exactly the five headers.
 #[test]
 fn the_traefik_recipe_checks_every_route_to_the_application() {
     let traefik = yaml_documents(&["deploy/traefik/sessiond-auth.yml"]).remove(0);
@@ -478,7 +274,7 @@ fn the_traefik_recipe_checks_every_route_to_the_application() {
 }
 
 /// No Envoy binary here: the file parses, ext_authz fails closed and passes on exactly the
-/// four headers, forged ones are removed before it, and only sessiond's routes go unchecked.
+/// five headers, forged ones are removed before it, and only sessiond's routes go unchecked.
 #[test]
 fn the_envoy_recipe_fails_closed_and_passes_on_the_identity() {
     let envoy = yaml_documents(&["deploy/envoy/envoy.yaml"]).remove(0);
@@ -527,6 +323,56 @@ fn the_envoy_recipe_fails_closed_and_passes_on_the_identity() {
     let principal = &admin["typed_per_filter_config"]["envoy.filters.http.rbac"]["rbac"]["rules"]["policies"]["admin"]
         ["principals"][0]["header"];
     assert_eq!(principal["name"], "x-session-roles");
+}
+
+/// What Envoy's HTTP authorization service sends (no Envoy binary here, so the requests are
+/// made as it makes them): `path_prefix` + the original path and query. Answered like
+/// `/v1/auth/verify`; the original query is ignored, so a `role` in it neither adds nor waives a
+/// requirement, and an unknown parameter is no 422.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_envoy_check_with_the_original_path_appended_is_answered_like_verify() {
+    let redis = RedisServer::start();
+    let app = spawn_app(Some(&redis)).await;
+    let user = sign_up(&app, "envoy").await;
+    for (method, path) in [
+        (Method::GET, "/v1/auth/verify/"),
+        (Method::GET, "/v1/auth/verify/reports?year=2025"),
+        (Method::POST, "/v1/auth/verify/orders/17/cancel?role=admin&x=%ZZ"),
+        (Method::DELETE, "/v1/auth/verify/v1/auth/verify?role=not%20a%20role"),
+        (Method::HEAD, "/v1/auth/verify/a%2Fb/%2e%2e/c"),
+    ] {
+        let response = app
+            .client
+            .request(method.clone(), app.url(path))
+            .bearer_auth(&user.token)
+            .header("x-original-uri", "/ignored")
+            .send()
+            .await
+            .expect("check");
+        assert_eq!(response.status(), StatusCode::OK, "{method} {path}");
+        let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        assert_eq!(header("x-session-user").as_deref(), Some(user.name.as_str()), "{method} {path}");
+        assert_eq!(header("x-session-user-id").as_deref(), Some(user.user_id.as_str()), "{method} {path}");
+        assert_eq!(header("x-session-id").as_deref(), Some(user.session_id.as_str()), "{method} {path}");
+        assert_eq!(header("x-session-roles").as_deref(), Some("user"), "{method} {path}");
+
+        let refused = app.client.request(method.clone(), app.url(path)).send().await.expect("check without a session");
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED, "{method} {path} without a session");
+        assert!(refused.headers().contains_key("www-authenticate"), "{method} {path}: no challenge");
+        assert!(!refused.headers().contains_key("x-session-user"), "{method} {path}: identity on a refusal");
+    }
+    // The path proper still checks its query.
+    let response =
+        app.client.get(app.url("/v1/auth/verify?year=2025")).bearer_auth(&user.token).send().await.expect("check");
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    // Its checks are counted under one route label, not one per original path.
+    let text = app.metrics_text().await;
+    let counted = metric_value(
+        &text,
+        "sessiond_http_requests_total",
+        &[("route", "/v1/auth/verify/{*original}"), ("status", "200")],
+    );
+    assert!(counted >= 4.0, "checks below /v1/auth/verify/ counted {counted} times:\n{text}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -629,6 +475,7 @@ async fn the_upstream_sees_the_identity_and_never_a_forged_one() {
         .header("x-session-user-id", "00000000-0000-0000-0000-000000000000")
         .header("X-SESSION-ROLES", "user,admin")
         .header("X-Session-Id", "forged")
+        .header("X-Session-Data", "eyJhZG1pbiI6dHJ1ZX0")
         .send()
         .await
         .expect("request");
@@ -636,6 +483,7 @@ async fn the_upstream_sees_the_identity_and_never_a_forged_one() {
     assert_identity(&upstream, &user, "user");
     let headers = &upstream.last().headers;
     assert!(!headers.iter().any(|(_, v)| v == "admin" || v == "user,admin" || v == "forged"), "{headers:?}");
+    assert_eq!(upstream.last().header("x-session-data"), None, "a forged X-Session-Data reached the upstream");
 
     // The check is answered from sessiond's validation cache: repeated proxied requests send
     // Redis nothing, writes included.
@@ -647,6 +495,39 @@ async fn the_upstream_sees_the_identity_and_never_a_forged_one() {
         assert_eq!(proxy.status("/reports", &user.token).await, StatusCode::OK);
     }
     assert_eq!(commands(&redis), before, "a cached forward-auth check sent a command to Redis");
+}
+
+/// A backend's session: the upstream behind nginx gets its data as `X-Session-Data`, and its
+/// subject as the user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upstream_sees_a_backend_sessions_data() {
+    let redis = RedisServer::start();
+    let key = sessiond::users::BackendKeys::generate("portal").expect("key");
+    let entry = key.entry.parse().expect("entry");
+    let app = spawn_app_with(Some(&redis), |config| config.backend_keys = vec![entry]).await;
+    let upstream = Upstream::start().await;
+    let proxy = Nginx::start(&[app.addr], upstream.addr);
+    let data = json!({ "tenant": "acme", "plan": "gold" });
+    let created = app
+        .client
+        .post(app.url("/v1/backend/sessions"))
+        .header("authorization", format!("ApiKey {}", key.key))
+        .json(&json!({ "subject": "sso|1234", "roles": ["user"], "data": data }))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let created: Value = created.json().await.expect("json");
+    let token = token_of(&created);
+    let response = proxy.api_get("/reports", &token).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let seen = upstream.last();
+    assert_eq!(seen.header("x-session-user"), Some("sso|1234"));
+    assert_eq!(seen.header("x-session-id"), created["session_id"].as_str());
+    use base64::Engine as _;
+    let header = seen.header("x-session-data").expect("X-Session-Data");
+    let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(header).expect("base64url");
+    assert_eq!(serde_json::from_slice::<Value>(&decoded).expect("json"), data);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -52,6 +52,7 @@ fn session(name: &str, now: Timestamp) -> (TokenHash, SessionRecord) {
         expires_at: Timestamp::from_millis(now.millis() + ABS_MS),
         ip: Some(std::net::IpAddr::from([192, 0, 2, 1])),
         device: Some("contract/1.0".to_owned()),
+        data: None,
     };
     (hash, record)
 }
@@ -401,6 +402,55 @@ async fn guard_allowances_are_separate(store: Arc<dyn Store>) {
     assert!(guard(GuardBucket::Untrusted, GuardEvent::Check).await > 0, "and only its own");
 }
 
+/// A backend session: its data travels with every answer and survives rotation and slides;
+/// its owner pointer finds it by id until its deadline.
+async fn backend_data_and_owners_survive_every_step(store: Arc<dyn Store>) {
+    let subject = sessiond::users::Subject::parse("idp|ü 42").expect("subject");
+    let owner = subject.key();
+    let mut record =
+        UserRecord { user_id: subject.as_str().to_owned(), username: subject.as_str().to_owned(), ..user("subject-x") };
+    record.password_hash = String::new();
+    assert!(store.insert_user(&owner, &record).await.expect("insert subject"));
+    let now = Timestamp::now();
+    let (_, mut backend) = session("subject-x", now);
+    let (_, hash) = SessionToken::generate_in(owner.shard()).expect("rng");
+    backend.user_key = owner.clone();
+    backend.user_id = subject.as_str().to_owned();
+    backend.username = subject.as_str().to_owned();
+    backend.data = Some(r#"{"tenant":"acme","s":"a\u001fb"}"#.into());
+    assert_eq!(store.create_session(&hash, &backend, 0, now).await.expect("create"), Some(Vec::new()));
+    let (validated, roles) = found(store.touch_session(&hash, now, NO_SLIDE).await.expect("touch"));
+    assert_eq!(validated, backend);
+    assert_eq!(roles, vec!["user".to_owned()]);
+    let later = Timestamp::from_millis(now.millis() + 10);
+    let (validated, _) = found(store.touch_session(&hash, later, ALWAYS_SLIDE).await.expect("slide"));
+    assert_eq!(validated.data, backend.data, "a slide keeps the data");
+    let (_, moved) = SessionToken::generate_in(owner.shard()).expect("rng");
+    let (rotated, _) = found(store.rotate_session(&hash, &moved, later, ALWAYS_SLIDE).await.expect("rotate"));
+    assert_eq!(rotated.data, backend.data, "a rotation keeps the data");
+    let listed = store.list_sessions(&owner, later).await.expect("list");
+    assert_eq!(listed.iter().map(|s| s.data.clone()).collect::<Vec<_>>(), vec![backend.data.clone()]);
+    assert!(store.set_role(&owner, "billing", true).await.expect("grant"));
+    let (after_role, roles) = found(store.touch_session(&moved, later, NO_SLIDE).await.expect("touch"));
+    assert_eq!((after_role.data, roles), (backend.data.clone(), vec!["user".to_owned(), "billing".to_owned()]));
+    // A password user of the subject's spelling is another key altogether.
+    assert!(store.list_sessions(&key("subject-x"), later).await.expect("list").is_empty());
+
+    let id = &backend.session_id;
+    assert_eq!(store.session_owner(id, now).await.expect("owner"), None);
+    store.set_session_owner(id, &owner, backend.expires_at, now).await.expect("set owner");
+    assert_eq!(store.session_owner(id, now).await.expect("owner"), Some(owner.clone()));
+    let other = SessionId::generate().expect("rng");
+    assert_eq!(store.session_owner(&other, now).await.expect("owner"), None);
+    // A pointer lapses at its deadline.
+    let brief = SessionId::generate().expect("rng");
+    store.set_session_owner(&brief, &owner, Timestamp::from_millis(now.millis() + 50), now).await.expect("set");
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert_eq!(store.session_owner(&brief, Timestamp::now()).await.expect("owner"), None);
+    assert!(store.revoke_session_by_id(&owner, id).await.expect("revoke"));
+    assert_eq!(store.touch_session(&moved, later, NO_SLIDE).await.expect("touch"), Lookup::Missing);
+}
+
 macro_rules! contract {
     ($($case:ident),* $(,)?) => {
         mod memory {
@@ -507,4 +557,5 @@ contract!(
     deleting_a_user_removes_it_with_every_session_and_its_guard,
     a_disabled_user_has_no_session_until_enabled,
     guard_allowances_are_separate,
+    backend_data_and_owners_survive_every_step,
 );

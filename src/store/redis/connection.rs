@@ -126,6 +126,8 @@ impl RedisStore {
         };
         let starting = Arc::new(AtomicBool::new(true));
         tokio::spawn(end_of_startup(pool.clone(), validations.pool.clone(), starting.clone()));
+        tokio::spawn(super::memory_policy::check(pool.clone(), timeout));
+        let clock = super::clock::follow(pool.clone(), timeout);
         Ok(Self {
             pool,
             background,
@@ -136,6 +138,7 @@ impl RedisStore {
             scripts: super::scripts::Scripts::new(),
             validations,
             starting,
+            _clock: clock,
         })
     }
 

@@ -1,7 +1,7 @@
 //! Key names, in one place so that the schema in the module docs and the scripts' key
 //! arguments cannot drift apart.
 
-use crate::session::{Shard, TokenHash};
+use crate::session::{SessionId, Shard, TokenHash};
 use crate::users::UserKey;
 
 /// Sorted sets per shard counting live sessions (`ACTIVE_SETS` in `lua/prelude.lua`; a test
@@ -33,6 +33,12 @@ pub(super) fn session(hash: &TokenHash) -> String {
     key.push_str("}:sess:");
     hash.encode_into(&mut key);
     key
+}
+
+/// Who owns a backend session (by its id, so it can be ended by id alone): in the shard the id
+/// hashes to, since the owner is what the lookup is for.
+pub(super) fn session_owner(id: &SessionId) -> String {
+    format!("{}owner:{}", prefix(Shard::of_user(id.as_str())), id.as_str())
 }
 
 /// The base name of the shard's active-session sets; the sets are `<base>:0` … (`ACTIVE_SETS`

@@ -39,8 +39,10 @@
 //! capped exponential backoff, detects hung connections, and the process starts even when
 //! Redis is down.
 
+mod clock;
 mod connection;
 mod keys;
+mod memory_policy;
 pub mod record;
 mod scripts;
 mod tracking;
@@ -86,6 +88,8 @@ pub struct RedisStore {
     /// Set until the first connections are up (or the start-up grace ran out): only then does
     /// a request wait for a connection instead of failing fast.
     starting: Arc<AtomicBool>,
+    /// Keeps this process's clock on Redis's (see [`clock`]).
+    _clock: clock::Follower,
 }
 
 /// Validations get connections of their own. With the cache on, Redis then tracks only the
@@ -351,6 +355,29 @@ impl Store for RedisStore {
         let keys = vec![keys::session(hash), keys::active(shard)];
         let reply = self.eval_durable("revoke_session", &self.scripts.revoke, keys, vec![keys::prefix(shard)]).await?;
         Ok(text(&reply).as_deref().and_then(SessionId::parse))
+    }
+
+    async fn set_session_owner(
+        &self,
+        id: &SessionId,
+        user: &UserKey,
+        until: Timestamp,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        const OP: &str = "set_session_owner";
+        let ttl = until.millis_since(now).max(1);
+        let client = self.client(OP).await?;
+        let expiry = Some(fred::types::Expiration::PX(ttl));
+        let _: Value =
+            self.bounded(OP, client.set(keys::session_owner(id), user.as_str(), expiry, None, false)).await?;
+        Ok(())
+    }
+
+    async fn session_owner(&self, id: &SessionId, _now: Timestamp) -> Result<Option<UserKey>, StoreError> {
+        const OP: &str = "session_owner";
+        let client = self.client(OP).await?;
+        let owner: Option<String> = self.bounded(OP, client.get(keys::session_owner(id))).await?;
+        Ok(owner.as_deref().and_then(UserKey::from_stored))
     }
 
     async fn revoke_session_by_id(&self, user: &UserKey, id: &SessionId) -> Result<bool, StoreError> {

@@ -13,7 +13,12 @@
 //!
 //! ```text
 //! 2 ␟ session id ␟ user key ␟ created ␟ last seen ␟ idle deadline ␟ expiry ␟ ip ␟ device ␟ user id ␟ username ␟ roles
+//! 3 ␟ session id ␟ user key ␟ created ␟ last seen ␟ idle deadline ␟ expiry ␟ ip ␟ device ␟ user id ␟ username ␟ data ␟ roles
 //! ```
+//!
+//! Layout `3` is a session that a trusted backend created with data (a compact JSON object,
+//! which never holds a raw control character, so never the separator); every other session is
+//! written in layout `2`, so an instance of an older build reads it during a rolling upgrade.
 //!
 //! `created` is Unix milliseconds; the three other times are milliseconds after it (short
 //! integers); `ip` is an IPv4 address as its 4 bytes in base64url, or IPv6 text; the user id
@@ -36,9 +41,12 @@ use crate::users::UserKey;
 
 /// The layout tag, the value's first field.
 const LAYOUT: &str = "2";
+/// The layout of a session with backend data.
+const LAYOUT_WITH_DATA: &str = "3";
 /// Separates the fields.
 const SEP: char = '\u{1f}';
-/// Fields in the layout.
+/// Fields in layout `2`.
+#[cfg(test)]
 const FIELDS: usize = 12;
 
 /// A decoded session value: the record and its owner's roles.
@@ -53,10 +61,11 @@ pub(super) struct Decoded {
 pub(super) fn encode_without_roles(session: &SessionRecord) -> String {
     use std::fmt::Write as _;
     let created = session.created_at;
-    let mut out = String::with_capacity(128);
+    let mut out = String::with_capacity(128 + session.data.as_deref().map_or(0, str::len));
+    let layout = if session.data.is_some() { LAYOUT_WITH_DATA } else { LAYOUT };
     let _ = write!(
         out,
-        "{LAYOUT}{SEP}{}{SEP}{}{SEP}{}{SEP}{}{SEP}{}{SEP}{}{SEP}",
+        "{layout}{SEP}{}{SEP}{}{SEP}{}{SEP}{}{SEP}{}{SEP}{}{SEP}",
         session.session_id.as_str(),
         session.user_key.as_str(),
         created.millis(),
@@ -83,6 +92,11 @@ pub(super) fn encode_without_roles(session: &SessionRecord) -> String {
         push_clean(&mut out, &session.username);
     }
     out.push(SEP);
+    if let Some(data) = &session.data {
+        // Compact JSON escapes every control character; the filter only makes it certain.
+        out.extend(data.chars().filter(|c| *c != SEP));
+        out.push(SEP);
+    }
     out
 }
 
@@ -93,11 +107,14 @@ fn push_clean(out: &mut String, text: &str) {
 /// Decode a value; `None` when it is not a session in this layout.
 pub(super) fn decode(value: &[u8]) -> Option<Decoded> {
     let text = std::str::from_utf8(value).ok()?;
-    let mut fields = text.splitn(FIELDS, SEP);
+    let (layout, rest) = text.split_once(SEP)?;
+    let with_data = match layout {
+        LAYOUT => false,
+        LAYOUT_WITH_DATA => true,
+        _ => return None,
+    };
+    let mut fields = rest.splitn(if with_data { 12 } else { 11 }, SEP);
     let mut next = || fields.next();
-    if next()? != LAYOUT {
-        return None;
-    }
     let session_id = SessionId::parse(next()?)?;
     let user_key = UserKey::from_stored(next()?)?;
     let created: i64 = next()?.parse().ok()?;
@@ -112,6 +129,7 @@ pub(super) fn decode(value: &[u8]) -> Option<Decoded> {
     let device = next()?;
     let user_id = next()?;
     let username = next()?;
+    let data = if with_data { Some(next()?) } else { None };
     // The last field takes the rest: a separator inside it means a longer, unknown layout.
     let roles = next()?;
     if roles.contains(SEP) || user_id.is_empty() {
@@ -131,6 +149,7 @@ pub(super) fn decode(value: &[u8]) -> Option<Decoded> {
             expires_at,
             ip: (!ip.is_empty()).then(|| ip_from_stored(ip)).flatten(),
             device: (!device.is_empty()).then(|| device.to_owned()),
+            data: data.map(std::sync::Arc::from),
         },
         roles: roles_from(roles),
     })
@@ -193,7 +212,24 @@ mod tests {
             expires_at: Timestamp::from_millis(created.millis() + 43_200_000),
             ip: Some("203.0.113.195".parse().expect("ip")),
             device: Some("curl/8.5.0".to_owned()),
+            data: None,
         }
+    }
+
+    #[test]
+    fn backend_data_survives_its_stored_form_in_its_own_layout() {
+        let data = r#"{"tenant":"acme","n":[1,2],"s":"a\u001fb\u007f\u0085é"}"#;
+        let session = SessionRecord { data: Some(data.into()), ..record() };
+        let value = encode_without_roles(&session) + "user";
+        assert!(value.starts_with("3\u{1f}"), "{value:?}");
+        let decoded = decode(value.as_bytes()).expect("decodes");
+        assert_eq!(decoded.session, session);
+        assert_eq!(decoded.roles, vec!["user".to_owned()]);
+        let plain = encode_without_roles(&record()) + "user";
+        assert!(plain.starts_with("2\u{1f}"), "a session without data keeps the older layout");
+        // A layout-3 value missing its data field is no session.
+        let short: Vec<&str> = value.split('\u{1f}').filter(|f| !f.starts_with('{')).collect();
+        assert!(decode(short.join("\u{1f}").as_bytes()).is_none());
     }
 
     #[test]

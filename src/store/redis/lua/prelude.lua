@@ -7,15 +7,21 @@ local function int(x)
 end
 
 -- A session is one string value (see store/redis/record.rs): fields joined by 0x1f, in this
--- order, the layout tag '2' first and the roles last.
+-- order, the layout tag first and the roles last. Layout '3' (a backend session with data)
+-- has the data before the roles; '2' has none.
 local SEP = '\31'
-local FIELDS = { 'v', 's', 'u', 'c', 'l', 'i', 'e', 'ip', 'd', 'uid', 'name', 'roles' }
+local LAYOUTS = {
+  ['2'] = { 'v', 's', 'u', 'c', 'l', 'i', 'e', 'ip', 'd', 'uid', 'name', 'roles' },
+  ['3'] = { 'v', 's', 'u', 'c', 'l', 'i', 'e', 'ip', 'd', 'uid', 'name', 'data', 'roles' },
+}
 
--- The named fields of a value, or nil when it is not a session in this layout.
+-- The named fields of a value, or nil when it is not a session in a known layout.
 local function parse(raw)
+  local fields = LAYOUTS[string.sub(raw, 1, 1)]
+  if not fields or string.sub(raw, 2, 2) ~= SEP then return nil end
   local f, n, start = {}, 1, 1
   while true do
-    local name = FIELDS[n]
+    local name = fields[n]
     if not name then return nil end
     local at = string.find(raw, SEP, start, true)
     if not at then
@@ -25,13 +31,13 @@ local function parse(raw)
     f[name] = string.sub(raw, start, at - 1)
     n, start = n + 1, at + 1
   end
-  if n ~= #FIELDS or f.v ~= '2' then return nil end
+  if n ~= #fields then return nil end
   return f
 end
 
 local function encode(f)
   local out = {}
-  for n, name in ipairs(FIELDS) do out[n] = f[name] or '' end
+  for n, name in ipairs(LAYOUTS[f.v]) do out[n] = f[name] or '' end
   return table.concat(out, SEP)
 end
 
