@@ -94,14 +94,9 @@ pub async fn serve(
                         response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
                     }
                 }
+                // From here the connection idles: `Timed` starts the keep-alive deadline when
+                // the response is flushed.
                 phase.store(IDLE, Ordering::Release);
-                // Once a response is written hyper reads again only when woken: wake the
-                // connection so that its next read starts the keep-alive deadline.
-                std::future::poll_fn(|cx| {
-                    cx.waker().wake_by_ref();
-                    Poll::Ready(())
-                })
-                .await;
                 response
             }
         });
@@ -261,7 +256,19 @@ impl AsyncWrite for Timed {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+        let this = self.get_mut();
+        let flushed = Pin::new(&mut this.stream).poll_flush(cx);
+        // A response has gone out: hyper reads again only when the socket wakes it, so the
+        // keep-alive deadline starts here, registered with this task (no extra wake-up per
+        // request).
+        if flushed.is_ready() && this.timed != IDLE && this.phase.load(Ordering::Acquire) == IDLE {
+            this.timed = IDLE;
+            this.deadline.as_mut().reset(Instant::now() + this.settings.keepalive_timeout);
+            if this.deadline.as_mut().poll(cx).is_ready() {
+                cx.waker().wake_by_ref();
+            }
+        }
+        flushed
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
