@@ -12,8 +12,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 use sessiond::session::SessionToken;
 
-use crate::helpers::{metric_value, unique, Resp, ServerProcess, PASSWORD};
-use crate::redis_memory::{command_on, OwnRedis};
+use crate::helpers::{command_on, metric_value, unique, RedisServer, Resp, ServerProcess, PASSWORD};
 
 /// Concurrent clients hammering the instance that gets killed.
 const CLIENTS: usize = 6;
@@ -219,7 +218,7 @@ async fn hammer_then_kill(server: &ServerProcess, names: &[String], run: Duratio
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_sessiond_mid_traffic_leaves_redis_consistent_and_the_gauge_exact() {
-    let redis = OwnRedis::start(&["--appendonly", "no"]);
+    let redis = RedisServer::start_with(&["--appendonly", "no"]);
     let client = reqwest::Client::new();
     let mut server = ServerProcess::start(&redis.url(), &binary_vars());
     server.wait_ready(&client).await;
@@ -266,7 +265,7 @@ async fn kill_9_of_sessiond_mid_traffic_leaves_redis_consistent_and_the_gauge_ex
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_redis_with_an_append_only_file_keeps_every_acknowledged_write() {
-    let mut redis = OwnRedis::start(&["--appendonly", "yes", "--appendfsync", "everysec"]);
+    let mut redis = RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "everysec"]);
     let client = reqwest::Client::new();
     let mut server = ServerProcess::start(&redis.url(), &binary_vars());
     server.wait_ready(&client).await;
@@ -298,7 +297,7 @@ async fn kill_9_of_redis_with_an_append_only_file_keeps_every_acknowledged_write
 
     // The Redis process dies mid-traffic; the instance stays up and answers 503 meanwhile.
     let killed_at = Instant::now();
-    redis.kill9();
+    redis.stop();
     let mut ledgers = Vec::new();
     let _ = stop_tx.send(true);
     // The clients stop at the first failed request or at the stop signal.

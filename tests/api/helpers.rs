@@ -28,6 +28,8 @@ pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,
     dir: tempfile::TempDir,
+    /// Configuration after the defaults (a later directive wins: `--appendonly yes`).
+    args: Vec<String>,
 }
 
 impl RedisServer {
@@ -36,8 +38,18 @@ impl RedisServer {
     }
 
     pub fn start_on(port: u16) -> Self {
+        Self::start_with_on(port, &[])
+    }
+
+    /// With extra configuration (persistence, `maxmemory`, renamed commands).
+    pub fn start_with(args: &[&str]) -> Self {
+        Self::start_with_on(free_port(), args)
+    }
+
+    fn start_with_on(port: u16, args: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut server = Self { child: None, port, dir };
+        let args = args.iter().map(|a| (*a).to_owned()).collect();
+        let mut server = Self { child: None, port, dir, args };
         server.spawn();
         server
     }
@@ -49,6 +61,7 @@ impl RedisServer {
             .args(["--daemonize", "no", "--loglevel", "warning"])
             .arg("--dir")
             .arg(self.dir.path())
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -62,6 +75,7 @@ impl RedisServer {
             });
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
+        // A restart with persistence answers LOADING while it replays its files.
         while Instant::now() < deadline {
             if matches!(self.try_cmd(&["PING"]), Ok(Resp::Simple(s)) if s == "PONG") {
                 return;
@@ -75,7 +89,12 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    /// Kill the server (connections refused from now on).
+    /// The server's directory (its data files, when persistence is configured).
+    pub fn dir(&self) -> std::path::PathBuf {
+        self.dir.path().to_owned()
+    }
+
+    /// Kill the server with SIGKILL: nothing is flushed, connections are refused from now on.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -83,7 +102,8 @@ impl RedisServer {
         }
     }
 
-    /// Start again on the same port (empty dataset).
+    /// Start again on the same port and directory: an empty dataset, unless persistence was
+    /// configured.
     pub fn restart(&mut self) {
         self.stop();
         self.spawn();
@@ -105,15 +125,7 @@ impl RedisServer {
     }
 
     pub fn try_cmd(&self, args: &[&str]) -> std::io::Result<Resp> {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port))?;
-        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-        let mut out = format!("*{}\r\n", args.len());
-        for arg in args {
-            out.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
-        }
-        stream.write_all(out.as_bytes())?;
-        let mut reader = BufReader::new(stream);
-        read_resp(&mut reader)
+        command_on(self.port, args)
     }
 
     /// Run a command and return its reply.
@@ -182,6 +194,18 @@ impl Resp {
 }
 
 /// Read one RESP reply.
+/// One command on a fresh connection to the Redis at `port`.
+pub fn command_on(port: u16, args: &[&str]) -> std::io::Result<Resp> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut out = format!("*{}\r\n", args.len());
+    for arg in args {
+        out.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+    }
+    stream.write_all(out.as_bytes())?;
+    read_resp(&mut BufReader::new(stream))
+}
+
 pub fn read_resp(reader: &mut impl BufRead) -> std::io::Result<Resp> {
     let mut line = String::new();
     if reader.read_line(&mut line)? == 0 {

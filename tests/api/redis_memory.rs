@@ -6,8 +6,6 @@
 
 use std::io::{BufReader, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
@@ -15,7 +13,7 @@ use serde_json::json;
 use sessiond::session::SessionToken;
 
 use crate::helpers::{
-    assert_problem, free_port, metric_value, read_resp, spawn_app, spawn_app_with, token_of, unique, RedisServer, Resp,
+    assert_problem, metric_value, read_resp, spawn_app, spawn_app_with, token_of, unique, RedisServer, Resp,
     ServerProcess,
 };
 
@@ -26,91 +24,7 @@ const SLIDING_IDLE: Duration = Duration::from_secs(20);
 /// in tests) password hash, on a loaded 2-core machine.
 const FAST_503: Duration = Duration::from_millis(750);
 
-/// A `redis-server` with extra arguments (persistence, renamed commands), kept in its own
-/// directory so it can be killed with SIGKILL and started again on its data.
-pub struct OwnRedis {
-    child: Option<Child>,
-    pub port: u16,
-    dir: tempfile::TempDir,
-    args: Vec<String>,
-}
-
-impl OwnRedis {
-    pub fn start(args: &[&str]) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut redis =
-            Self { child: None, port: free_port(), dir, args: args.iter().map(|a| (*a).to_owned()).collect() };
-        redis.spawn();
-        redis
-    }
-
-    fn spawn(&mut self) {
-        let bin = std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "redis-server".to_owned());
-        let child = Command::new(&bin)
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--daemonize", "no"])
-            .args(["--loglevel", "warning", "--save", ""])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .args(&self.args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start {bin} ({e}): install it with `apt-get install -y redis-server` (or run ./test)")
-            });
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        // A restart answers LOADING while it replays its append-only file.
-        while Instant::now() < deadline {
-            if matches!(self.try_cmd(&["PING"]), Ok(Resp::Simple(s)) if s == "PONG") {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("redis-server on port {} did not answer PING within 10 s", self.port);
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    pub fn dir(&self) -> PathBuf {
-        self.dir.path().to_owned()
-    }
-
-    /// `kill -9`: nothing is flushed.
-    pub fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Start again on the same port and directory (and so on the same data files).
-    pub fn restart(&mut self) {
-        self.kill9();
-        self.spawn();
-    }
-
-    pub fn try_cmd(&self, args: &[&str]) -> std::io::Result<Resp> {
-        command_on(self.port, args)
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-/// One command on a fresh connection to `port`.
-pub fn command_on(port: u16, args: &[&str]) -> std::io::Result<Resp> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    stream.write_all(&encode(args))?;
-    read_resp(&mut BufReader::new(stream))
-}
-
+/// A command in the Redis protocol (for pipelining many at once).
 fn encode(args: &[&str]) -> Vec<u8> {
     let mut out = format!("*{}\r\n", args.len()).into_bytes();
     for arg in args {
@@ -126,12 +40,15 @@ fn encode(args: &[&str]) -> Vec<u8> {
 /// small writes, as do the buffers Redis trims on idle connections), pin `maxmemory` well below
 /// what Redis now uses so that it stays full. Returns how many filler keys fitted and the
 /// pinned limit.
+/// The filler connection's name in `CLIENT LIST`.
+const FILLER: &str = "oom-filler";
+
 fn fill_until_full(redis: &RedisServer) -> (usize, u64) {
-    let clients = connected_clients(redis);
     let written = fill_until_oom(redis.port);
-    // The filler's connection (and its buffers) must be gone before the limit is pinned.
+    // The filler's connection (and its buffers) must be gone before the limit is pinned. It is
+    // looked for by name: the instances under test may open connections meanwhile.
     let started = Instant::now();
-    while connected_clients(redis) > clients {
+    while redis.cmd(&["CLIENT", "LIST"]).text().contains(&format!("name={FILLER} ")) {
         assert!(started.elapsed() < Duration::from_secs(5), "the filler's connection never closed");
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -152,6 +69,8 @@ fn fill_until_oom(port: u16) -> usize {
     stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
     let mut writer = stream.try_clone().expect("clone");
     let mut reader = BufReader::new(stream);
+    writer.write_all(&encode(&["CLIENT", "SETNAME", FILLER])).expect("name the filler");
+    assert!(matches!(read_resp(&mut reader).expect("reply"), Resp::Simple(ok) if ok == "OK"));
     let value = "f".repeat(4096);
     let mut written = 0;
     for batch in 0..1000 {
@@ -173,17 +92,6 @@ fn fill_until_oom(port: u16) -> usize {
         }
     }
     panic!("Redis never refused a write: is maxmemory set?");
-}
-
-/// Connections Redis has open, not counting the one asking.
-fn connected_clients(redis: &RedisServer) -> u64 {
-    let info = redis.cmd(&["INFO", "clients"]).text();
-    let n: u64 = info
-        .lines()
-        .find_map(|l| l.strip_prefix("connected_clients:"))
-        .and_then(|n| n.trim().parse().ok())
-        .expect("connected_clients");
-    n - 1
 }
 
 fn used_memory(redis: &RedisServer) -> u64 {
@@ -342,7 +250,7 @@ async fn until_logged(server: &ServerProcess, needle: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_evicting_maxmemory_policy_is_warned_about_at_start_up() {
-    let redis = OwnRedis::start(&["--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lru"]);
+    let redis = RedisServer::start_with(&["--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lru"]);
     let mut server = ServerProcess::start(&redis.url(), &[("SESSIOND_LOG_FORMAT", "json")]);
     server.wait_ready(&reqwest::Client::new()).await;
     let stderr = until_logged(&server, "maxmemory-policy is not noeviction").await;
@@ -355,9 +263,9 @@ async fn an_evicting_maxmemory_policy_is_warned_about_at_start_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn noeviction_is_not_warned_about_and_an_unreadable_policy_is_not_fatal() {
-    let good = OwnRedis::start(&["--maxmemory-policy", "noeviction"]);
+    let good = RedisServer::start_with(&["--maxmemory-policy", "noeviction"]);
     // Managed Redis services often refuse CONFIG: here it does not exist at all.
-    let locked = OwnRedis::start(&["--maxmemory-policy", "allkeys-lru", "--rename-command", "CONFIG", ""]);
+    let locked = RedisServer::start_with(&["--maxmemory-policy", "allkeys-lru", "--rename-command", "CONFIG", ""]);
     let client = reqwest::Client::new();
     let vars = [("SESSIOND_LOG_FORMAT", "json"), ("RUST_LOG", "info")];
     let mut fine = ServerProcess::start(&good.url(), &vars);
