@@ -8,6 +8,11 @@
 //! so the difference between the two is what sessiond adds: its middleware and one Redis
 //! round trip per validation.
 //!
+//! Any method on `/v1/auth/verify` is the same for forward authentication
+//! (`scripts/bench/forward-auth.sh`, `CHECKED_BY=baseline`): 200 with fixed identity headers
+//! and an empty body when a bearer token is present, 401 without one; the floor of a check
+//! answered by this stack.
+//!
 //! ```sh
 //! cargo build --release --example baseline
 //! BASELINE_LISTEN=127.0.0.1:8090 ./target/release/examples/baseline
@@ -18,18 +23,38 @@ use std::net::SocketAddr;
 
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 use axum::{Json, Router};
 use serde_json::json;
 
-async fn profile(headers: HeaderMap) -> Response {
-    let token = headers
+/// The bearer token's length, when the request carries one.
+fn bearer_len(headers: &HeaderMap) -> Option<usize> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.split_once(' '))
         .filter(|(scheme, token)| scheme.eq_ignore_ascii_case("bearer") && !token.is_empty())
-        .map(|(_, token)| token.len());
-    let Some(token_len) = token else {
+        .map(|(_, token)| token.len())
+}
+
+async fn verify(headers: HeaderMap) -> Response {
+    if bearer_len(&headers).is_none() {
+        return (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")]).into_response();
+    }
+    (
+        StatusCode::OK,
+        [
+            ("x-session-user", "baseline"),
+            ("x-session-user-id", "0b6f3b0e-5f43-4c4e-9f5e-0d6a4a3f2c11"),
+            ("x-session-roles", "user"),
+            ("x-session-id", "baseline-session"),
+        ],
+    )
+        .into_response()
+}
+
+async fn profile(headers: HeaderMap) -> Response {
+    let Some(token_len) = bearer_len(&headers) else {
         return (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")]).into_response();
     };
     let now: u64 = std::time::SystemTime::now()
@@ -78,7 +103,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|_| "127.0.0.1:8090".to_owned())
         .parse()
         .map_err(|e| format!("BASELINE_LISTEN: {e}"))?;
-    let app = Router::new().route("/v1/profile", get(profile)).route("/healthz", get(|| async { "ok" }));
+    let app = Router::new()
+        .route("/v1/profile", get(profile))
+        .route("/v1/auth/verify", any(verify))
+        .route("/healthz", get(|| async { "ok" }));
     let listener = tokio::net::TcpListener::bind(listen).await?;
     eprintln!("baseline listening on {}", listener.local_addr()?);
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;

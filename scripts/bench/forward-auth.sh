@@ -22,8 +22,13 @@
 #
 # Knobs: DURATION (25), ROUNDS (1), CONNECTIONS (64), WRK_THREADS (2), WARMUP (3),
 # LOW_DURATION (10; 0: no one-connection runs), NGINX_WORKERS (auto), NGINX_BIN (nginx, else
-# /usr/sbin/nginx), and those of scripts/bench/lib.sh (SKIP_BUILD, BENCH_OUT,
-# CARGO_TARGET_DIR, SESSIOND_BIN).
+# /usr/sbin/nginx), CHECKED_BY (sessiond; baseline: the checks answered by examples/baseline.rs,
+# bare axum on the same runtime, fixed identity headers, no lookup and no middleware; nginx: by
+# a fourth nginx server with fixed identity headers. Both are floors: what the check costs
+# nginx and the machine when the checker does nothing. The "sessiond" CPU column is then the
+# baseline's, or sessiond idle), SESSIOND_ENV
+# (VAR=value words added to sessiond's environment, e.g. TOKIO_WORKER_THREADS=1), and those of
+# scripts/bench/lib.sh (SKIP_BUILD, BENCH_OUT, CARGO_TARGET_DIR, SESSIOND_BIN).
 #
 # Output (BENCH_OUT): forward-auth-{plain,auth}-<round>.{json,txt}, forward-auth-{plain,auth}-c1.{json,txt},
 # cpu-{before,after}-forward-auth-{plain,auth}-<round>.txt (sessiond, redis-server, nginx's
@@ -38,7 +43,8 @@ set -Eeuo pipefail
 . "$(dirname "$0")/lib.sh"
 defaults DURATION=25 # before bench_init, whose default is 15
 bench_init forward-auth wrk
-defaults ROUNDS=1 LOW_DURATION=10 NGINX_WORKERS=auto
+defaults ROUNDS=1 LOW_DURATION=10 NGINX_WORKERS=auto CHECKED_BY=sessiond
+SESSIOND_ENV=${SESSIOND_ENV:-}
 if [ -z "${NGINX_BIN:-}" ]; then
   NGINX_BIN=$(command -v nginx || true)
   [ -n "$NGINX_BIN" ] || [ ! -x /usr/sbin/nginx ] || NGINX_BIN=/usr/sbin/nginx
@@ -46,9 +52,23 @@ fi
 [ -n "$NGINX_BIN" ] || die "missing nginx (apt-get install -y nginx-light)"
 
 ensure_built sessiond
+[ "$CHECKED_BY" != baseline ] || ensure_built baseline
 phase start-forward-auth
-start_stack
-read -r SITE_PORT PLAIN_PORT APP_PORT <<<"$(free_ports 3)"
+# shellcheck disable=SC2086 # SESSIOND_ENV: VAR=value words, split on purpose
+start_stack $SESSIOND_ENV
+read -r SITE_PORT PLAIN_PORT APP_PORT FLOOR_PORT BASELINE_PORT <<<"$(free_ports 5)"
+# Who answers the checks, and whose CPU the "sessiond" column of the results counts.
+CHECKER_PID=$SESSIOND_PID
+case $CHECKED_BY in
+  sessiond) CHECK_ADDR=127.0.0.1:$API_PORT ;;
+  nginx) CHECK_ADDR=127.0.0.1:$FLOOR_PORT ;;
+  baseline)
+    CHECK_ADDR=127.0.0.1:$BASELINE_PORT
+    start_baseline "$BASELINE_PORT"
+    CHECKER_PID=$BASELINE_PID
+    ;;
+  *) die "CHECKED_BY is sessiond, baseline or nginx, not $CHECKED_BY" ;;
+esac
 
 # nginx: the shipped site and upstream groups, a plain proxy and the upstream, in one process.
 NGINX_DIR=$OUT/nginx
@@ -57,7 +77,7 @@ mkdir -p "$NGINX_DIR/temp"
 sed "s/listen 8080;/listen 127.0.0.1:$SITE_PORT;/" deploy/nginx/sessiond-auth.conf >"$NGINX_DIR/sessiond-auth.conf"
 grep -q "listen 127.0.0.1:$SITE_PORT;" "$NGINX_DIR/sessiond-auth.conf" || die "sessiond-auth.conf does not listen on 8080"
 # Every `server` line of upstreams.conf's groups replaced by this run's address (one each).
-"$PY" - deploy/nginx/upstreams.conf "sessiond=127.0.0.1:$API_PORT" "protected_app=127.0.0.1:$APP_PORT" \
+"$PY" - deploy/nginx/upstreams.conf "sessiond=$CHECK_ADDR" "protected_app=127.0.0.1:$APP_PORT" \
   >"$NGINX_DIR/upstreams.conf" <<'PY'
 import re, sys
 addrs = dict(a.split("=", 1) for a in sys.argv[2:])
@@ -114,6 +134,24 @@ http {
         }
     }
 
+    # The floor (CHECKED_BY=nginx): a check answered by nginx itself, with sessiond's identity
+    # headers and no logic (401 without an Authorization header, else 200): what the check
+    # costs nginx and the machine when the checker costs as little as nginx's own return.
+    server {
+        listen 127.0.0.1:$FLOOR_PORT;
+        location / {
+            if (\$http_authorization = "") {
+                return 401;
+            }
+            add_header X-Session-User bench-reader;
+            add_header X-Session-User-Id 01J0000000000000000000000;
+            add_header X-Session-Roles user;
+            add_header X-Session-Id AAAAAAAAAAAAAAAAAAAAAA;
+            add_header Cache-Control no-store;
+            return 200;
+        }
+    }
+
     # The upstream: as fast as an upstream gets.
     server {
         listen 127.0.0.1:$APP_PORT;
@@ -133,7 +171,7 @@ track_pid "$NGINX_PID"
 wait_ready "http://127.0.0.1:$APP_PORT/" "$NGINX_PID" nginx "$APP_PORT"
 SITE=http://127.0.0.1:$SITE_PORT
 PLAIN=http://127.0.0.1:$PLAIN_PORT
-say "  nginx pid $NGINX_PID ($(cat "$OUT/nginx-version.txt")): site $SITE, plain proxy $PLAIN, upstream :$APP_PORT"
+say "  nginx pid $NGINX_PID ($(cat "$OUT/nginx-version.txt")): site $SITE, plain proxy $PLAIN, upstream :$APP_PORT, checked by $CHECKED_BY ($CHECK_ADDR)"
 
 # Both answer 200 with the token; the site refuses without it (so the check is really made).
 for url in "$SITE" "$PLAIN"; do
@@ -148,7 +186,7 @@ nginx_ticks() {
   for pid in "$NGINX_PID" $(ps -o pid= --ppid "$NGINX_PID"); do total=$((total + $(cpu_ticks "$pid"))); done
   echo "$total"
 }
-snapshot() { echo "$(cpu_ticks "$SESSIOND_PID") $(cpu_ticks "$REDIS_PID") $(nginx_ticks) $(machine_ticks)" >"$1"; }
+snapshot() { echo "$(cpu_ticks "$CHECKER_PID") $(cpu_ticks "$REDIS_PID") $(nginx_ticks) $(machine_ticks)" >"$1"; }
 # Every answer of a run must be a 2xx: a refused check would be measured as a fast one.
 all_2xx() {
   "$PY" - "$OUT/$1.json" <<'PY' || die "$1: not every answer was 2xx"
