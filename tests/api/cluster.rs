@@ -35,20 +35,36 @@ async fn sessions_active(app: &TestApp) -> u64 {
     value
 }
 
-/// Wait until the gauge shows `expected`, then check it holds over a few more refreshes.
+/// Wait until the gauge shows `expected` and holds it for a second (five refreshes).
+///
+/// The first matching reading can be stale: a gauge still showing a count from before the
+/// test's last change, with a count that started before that change (a ZCOUNT pipeline over
+/// three masters, slow on a busy machine) landing just after it. So a reading off the count
+/// restarts the hold instead of failing; a count that is wrong, or that never stays put, fails
+/// at the deadline with the values seen.
 async fn assert_sessions_active(app: &TestApp, expected: u64) {
-    let deadline = Instant::now() + Duration::from_secs(5);
+    const HOLD: Duration = Duration::from_secs(1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut held_since: Option<Instant> = None;
+    let mut seen: Vec<u64> = Vec::new();
     loop {
         let value = sessions_active(app).await;
-        if value == expected {
-            break;
+        if seen.last() != Some(&value) {
+            seen.push(value);
         }
-        assert!(Instant::now() < deadline, "sessiond_sessions_active is {value}, expected {expected}");
+        if value == expected {
+            let since = *held_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= HOLD {
+                return;
+            }
+        } else {
+            held_since = None;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sessiond_sessions_active did not settle at {expected} for {HOLD:?}; values seen in turn: {seen:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    for _ in 0..4 {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        assert_eq!(sessions_active(app).await, expected, "sessiond_sessions_active moved off the exact count");
     }
 }
 
