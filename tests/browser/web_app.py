@@ -37,21 +37,39 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 import urllib.request
 from urllib.parse import urlsplit
 
 try:
     from selenium import webdriver
-    from selenium.common.exceptions import WebDriverException
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
-    from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import WebDriverWait
 except ImportError:
     sys.exit("web_app.py: the selenium module is missing: install it with `pip install selenium`")
 
 CHROMIUM = "/usr/bin/chromium"
+
+# What chromedriver may answer, instead of "stale element reference", about an element of a
+# document that is being replaced at that very moment.
+DETACHED = "does not belong to the document"
+
+
+def detached(element):
+    """True once `element`'s document has been replaced: selenium's `staleness_of`, with the
+    same answer when chromedriver reports the race above as an inspector error."""
+    try:
+        element.is_enabled()
+    except StaleElementReferenceException:
+        return True
+    except WebDriverException as error:
+        if DETACHED in str(error):
+            return True
+        raise
+    return False
 CHROME_ARGS = [
     "--headless=new",
     "--no-sandbox",
@@ -138,7 +156,7 @@ class Browser:
         """Run `action` (a click, a key press) and wait until the next document has loaded."""
         old = self.driver.find_element(By.TAG_NAME, "html")
         action()
-        WebDriverWait(self.driver, WAIT_SECONDS).until(EC.staleness_of(old))
+        WebDriverWait(self.driver, WAIT_SECONDS).until(lambda _: detached(old))
         self.wait_loaded()
         self.audit()
 
@@ -517,6 +535,10 @@ def main():
                 print(f"FAILED ({elapsed} ms)", flush=True)
                 reason = str(error).strip() if isinstance(error, StepFailed) else f"{type(error).__name__}: {error}"
                 print(f"web_app.py: step {name} failed: {reason}", file=sys.stderr)
+                if not isinstance(error, StepFailed):
+                    # Where in this script the driver's error came from.
+                    frames = [f for f in traceback.extract_tb(error.__traceback__) if f.filename == __file__]
+                    print("".join(traceback.format_list(frames)), end="", file=sys.stderr)
                 for browser in run.browsers:
                     print(browser.describe(), file=sys.stderr)
                 return 1
